@@ -1,0 +1,96 @@
+"""BiT-HyperRule: the fixed rule that sets the few transfer hyper-parameters that matter.
+
+Instead of a per-task search, BiT picks resolution, schedule length and MixUp from two facts of
+the downstream task: its image size and its number of labelled training examples. The schedule
+table is the released code's (warm-up 100 steps for small tasks); the paper's text rounds it.
+"""
+
+import dataclasses
+
+import optax
+
+# Below this many pixels of image area a task counts as low resolution.
+_SMALL_IMAGE_AREA = 96 * 96
+# Task sizes (labelled training examples) that separate small, medium and large tasks.
+_MEDIUM_TASK = 20_000
+_LARGE_TASK = 500_000
+
+BASE_LR = 0.003
+BASE_BATCH_SIZE = 512
+MOMENTUM = 0.9
+MIXUP_ALPHA = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Step counts of a fine-tuning run: linear warm-up, then x0.1 after each decay step."""
+  warmup_steps: int
+  decay_steps: tuple[int, ...]
+  total_steps: int
+
+
+def _check_positive(name: str, value) -> None:
+  if value <= 0:
+    raise ValueError(f"{name} must be positive, got {value!r}.")
+
+
+def resolution(image_size: tuple[int, int], released: bool = False) -> tuple[int, int]:
+  """Returns (precrop, crop): resize to precrop x precrop, then take a crop x crop crop.
+
+  Args:
+    image_size: typical (height, width) of the task's images in pixels.
+    released: use the released code's (512, 480) for large images instead of the paper's
+      (448, 384).
+  """
+  height, width = image_size
+  _check_positive("image height", height)
+  _check_positive("image width", width)
+  if height * width < _SMALL_IMAGE_AREA:
+    return (160, 128)
+  return (512, 480) if released else (448, 384)
+
+
+def schedule(dataset_size: int) -> Schedule:
+  """Returns the released HyperRule schedule for a task of `dataset_size` labelled examples."""
+  _check_positive("dataset_size", dataset_size)
+  if dataset_size < _MEDIUM_TASK:
+    return Schedule(warmup_steps=100, decay_steps=(200, 300, 400), total_steps=500)
+  if dataset_size < _LARGE_TASK:
+    return Schedule(warmup_steps=500, decay_steps=(3000, 6000, 9000), total_steps=10_000)
+  return Schedule(warmup_steps=500, decay_steps=(6000, 12_000, 18_000), total_steps=20_000)
+
+
+def mixup_alpha(dataset_size: int) -> float:
+  """MixUp strength: none for small tasks, 0.1 from 20k labelled examples on."""
+  _check_positive("dataset_size", dataset_size)
+  return 0.0 if dataset_size < _MEDIUM_TASK else MIXUP_ALPHA
+
+
+def step_decay_schedule(base_lr: float, warmup_steps: int,
+                        decay_steps: tuple[int, ...], factor: float = 0.1) -> optax.Schedule:
+  """Linear warm-up from 0 to `base_lr`, then multiply by `factor` after each decay step.
+
+  The rate at a decay step itself is still the previous one; from the step after it the new one
+  applies. Upstream pre-training uses the same shape with its own steps.
+  """
+  _check_positive("base_lr", base_lr)
+  if warmup_steps < 0:
+    raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+  if list(decay_steps) != sorted(decay_steps):
+    raise ValueError(f"decay_steps must be increasing, got {tuple(decay_steps)}.")
+  boundaries = {int(step) + 1: factor for step in decay_steps}
+  decayed = optax.piecewise_constant_schedule(base_lr, boundaries)
+  if warmup_steps == 0:
+    return decayed
+  warmup = optax.linear_schedule(0.0, base_lr, warmup_steps)
+  return optax.join_schedules([warmup, lambda step: decayed(step + warmup_steps)],
+                              [warmup_steps])
+
+
+def lr_schedule(dataset_size: int, base_lr: float = BASE_LR,
+                batch_size: int = BASE_BATCH_SIZE) -> optax.Schedule:
+  """The HyperRule learning rate for a task: `base_lr * batch_size / 512` with its schedule."""
+  _check_positive("batch_size", batch_size)
+  steps = schedule(dataset_size)
+  return step_decay_schedule(base_lr * batch_size / BASE_BATCH_SIZE, steps.warmup_steps,
+                             steps.decay_steps)

@@ -1,0 +1,29 @@
+"""Installs big_transfer: BiT (ResNet-v2 GN+WS) pre-training and transfer in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="big_transfer",
+    version="0.1.0",
+    description="Big Transfer (BiT) in JAX/Flax: pod-scale pre-training and BiT-HyperRule transfer.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=setuptools.find_packages(include=["big_transfer", "big_transfer.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "absl-py>=2.1",
+        "jax>=0.4.30",
+        "flax>=0.10.0",
+        "optax>=0.2.3",
+        "numpy>=1.26",
+        "tensorflow-cpu>=2.16",
+        "tensorflow-datasets>=4.9.6",
+        "ml-collections>=0.1.1",
+        "clu>=0.0.12",
+        "orbax-checkpoint>=0.6.4",
+        "tensorboard>=2.16",
+        "etils[epath]>=1.7",
+    ],
+    extras_require={"test": ["pytest>=8.0"]},
+)
