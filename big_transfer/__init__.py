@@ -1,0 +1,1 @@
+"""big_transfer: Big Transfer (BiT) pre-training and transfer in JAX/Flax."""

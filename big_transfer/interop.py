@@ -1,0 +1,262 @@
+"""The published BiT checkpoint layout (BiT-S-R50x1.npz, BiT-M-R101x3.npz, ...).
+
+One flat `.npz` with keys such as `resnet/block1/unit01/a/standardized_conv2d/kernel`; timm
+and the original PyTorch/TF2 code load the same files. This module maps that layout to and
+from the parameter tree of `ResNetV2`, and merges pretrained parameters into a freshly
+initialized model for fine-tuning.
+"""
+
+import dataclasses
+import io
+import re
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from big_transfer.models.resnetv2 import BLOCKS_PER_DEPTH, ResNetV2, depth_of
+
+_ROOT_KERNEL = "resnet/root_block/standardized_conv2d/kernel"
+_HEAD_KERNEL = "resnet/head/conv2d/kernel"
+_UNIT_KEY = re.compile(r"^resnet/block(\d+)/unit(\d+)/a/standardized_conv2d/kernel$")
+
+# Our unit's sub-module -> its place in the published unit ("a", "b", "c" are the three
+# pre-activation layers; the projection hangs off "a").
+_UNIT_LAYERS = {
+    "gn1": "a/group_norm", "conv1": "a/standardized_conv2d", "conv_proj": "a/proj/standardized_conv2d",
+    "gn2": "b/group_norm", "conv2": "b/standardized_conv2d",
+    "gn3": "c/group_norm", "conv3": "c/standardized_conv2d",
+}
+_NORM_PARAMS = {"scale": "gamma", "bias": "beta"}
+_MODULE_NAME = re.compile(r"^block(\d+)_unit(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+  """What a published-layout file holds.
+
+  Attributes:
+    depth: conventional depth (50, 101, ...) or the units per stage when non-standard.
+    width: width multiplier.
+    blocks: units per stage.
+    num_classes: head size, or None for a file without a head.
+    num_params: total number of parameters in the file.
+  """
+  depth: int | tuple[int, ...]
+  width: int
+  blocks: tuple[int, ...]
+  num_classes: int | None
+  num_params: int
+
+  @property
+  def name(self) -> str:
+    return f"R{depth_of(self.blocks)}x{self.width}"
+
+  def model(self, num_classes: int | None = -1, dtype=jnp.float32) -> ResNetV2:
+    """The matching network; `num_classes=-1` keeps the file's head size."""
+    classes = self.num_classes if num_classes == -1 else num_classes
+    return ResNetV2(depth=self.depth, width=self.width, num_classes=classes, dtype=dtype)
+
+
+def _published_key(path: tuple[str, ...]) -> str:
+  """Maps a flax parameter path such as ('block1_unit01', 'gn1', 'scale') to its npz key."""
+  module, *rest = path
+  if module == "root_conv":
+    return _ROOT_KERNEL
+  if module == "norm_pre_head":
+    return f"resnet/group_norm/{_NORM_PARAMS[rest[0]]}"
+  if module == "head":
+    return f"resnet/head/conv2d/{rest[0]}"
+  match = _MODULE_NAME.match(module)
+  if not match:
+    raise ValueError(f"Parameter {'/'.join(path)} is not part of a BiT ResNetV2.")
+  layer, param = rest
+  leaf = _NORM_PARAMS.get(param, param) if layer.startswith("gn") else param
+  return f"resnet/block{match[1]}/unit{match[2]}/{_UNIT_LAYERS[layer]}/{leaf}"
+
+
+def _flatten(params) -> dict[tuple[str, ...], object]:
+  flat = {}
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    flat[tuple(k.key for k in key_path)] = leaf
+  return flat
+
+
+def _unflatten(flat: dict[tuple[str, ...], object]) -> dict:
+  tree = {}
+  for path, leaf in flat.items():
+    node = tree
+    for part in path[:-1]:
+      node = node.setdefault(part, {})
+    node[path[-1]] = leaf
+  return tree
+
+
+def _to_published(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
+  if path == ("head", "kernel"):  # Dense (C, K) -> 1x1 conv (1, 1, C, K).
+    return array.reshape(1, 1, *array.shape)
+  return array
+
+
+def _from_published(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
+  if path == ("head", "kernel"):
+    return array.reshape(array.shape[2:])
+  return array
+
+
+def _read_npz(path) -> dict[str, np.ndarray]:
+  path = epath.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"No BiT checkpoint at {path}: check the path (local or gs://).")
+  data = path.read_bytes()
+  try:
+    archive = np.load(io.BytesIO(data), allow_pickle=False)
+  except (ValueError, OSError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} is not an .npz file ({e}); BiT checkpoints are flat .npz "
+                     "archives such as BiT-M-R50x1.npz.") from None
+  if not isinstance(archive, np.lib.npyio.NpzFile):
+    raise ValueError(f"{path} is a single .npy array, not an .npz archive of named arrays.")
+  arrays = {}
+  with archive:
+    for key in archive.files:
+      try:
+        arrays[key] = archive[key]
+      except ValueError as e:
+        raise ValueError(f"{path}: array {key!r} needs pickle to load ({e}); refusing it, as "
+                         "pickled data can run code. Re-save it as a plain numeric array.") from None
+  return arrays
+
+
+def _expected_shapes(blocks, width, num_classes) -> dict[str, tuple[int, ...]]:
+  model = ResNetV2(depth=blocks, width=width, num_classes=num_classes)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"]
+  return {_published_key(p): _to_published(p, np.empty(s.shape, np.uint8)).shape
+          for p, s in _flatten(shapes).items()}
+
+
+def _architecture(arrays: dict[str, np.ndarray], path) -> tuple[tuple[int, ...], int, int | None]:
+  """Reads (blocks, width, num_classes) off the arrays of a published-layout file."""
+  if _ROOT_KERNEL not in arrays:
+    raise ValueError(f"{path} lacks {_ROOT_KERNEL!r}: not a BiT ResNet-v2 checkpoint in the "
+                     "published layout.")
+  root = arrays[_ROOT_KERNEL].shape
+  if len(root) != 4 or root[:3] != (7, 7, 3) or root[3] % 64:
+    raise ValueError(f"{path}: {_ROOT_KERNEL} has shape {root}, expected (7, 7, 3, 64 * width).")
+  units: dict[int, list[int]] = {}
+  for key in arrays:
+    if match := _UNIT_KEY.match(key):
+      units.setdefault(int(match[1]), []).append(int(match[2]))
+  if sorted(units) != [1, 2, 3, 4]:
+    raise ValueError(f"{path}: found stages {sorted(units)}, expected block1..block4.")
+  for stage, found in units.items():
+    if sorted(found) != list(range(1, len(found) + 1)):
+      raise ValueError(f"{path}: block{stage} has units {sorted(found)}, expected 1..{len(found)}.")
+  head = arrays.get(_HEAD_KERNEL)
+  num_classes = None if head is None else int(head.shape[-1])
+  return tuple(len(units[s]) for s in (1, 2, 3, 4)), root[3] // 64, num_classes
+
+
+def describe(path) -> CheckpointInfo:
+  """Reports the architecture of a published-layout `.npz` (local or gs://)."""
+  arrays = _read_npz(path)
+  blocks, width, num_classes = _architecture(arrays, path)
+  depth = next((d for d, b in BLOCKS_PER_DEPTH.items() if b == blocks), blocks)
+  return CheckpointInfo(depth, width, blocks, num_classes, sum(a.size for a in arrays.values()))
+
+
+def load_bit_npz(path) -> dict:
+  """Loads a published-layout `.npz` into the float32 params tree of the matching `ResNetV2`.
+
+  Build the network with `describe(path).model()`. Every array is checked against the shape
+  the architecture read off the file implies; errors name the key and both shapes.
+  """
+  arrays = _read_npz(path)
+  blocks, width, num_classes = _architecture(arrays, path)
+  expected = _expected_shapes(blocks, width, num_classes)
+  missing = sorted(set(expected) - set(arrays))
+  if missing:
+    raise ValueError(f"{path}: missing {len(missing)} array(s) of an R{depth_of(blocks)}x{width}, "
+                     f"first {missing[0]!r} with shape {expected[missing[0]]}.")
+  unexpected = sorted(set(arrays) - set(expected))
+  if unexpected:
+    raise ValueError(f"{path}: unexpected array {unexpected[0]!r} (shape "
+                     f"{arrays[unexpected[0]].shape}) for an R{depth_of(blocks)}x{width}.")
+  for key, shape in expected.items():
+    if arrays[key].shape != shape:
+      raise ValueError(f"{path}: {key!r} has shape {arrays[key].shape}, expected {shape} for an "
+                       f"R{depth_of(blocks)}x{width}.")
+  model_paths = _flatten(jax.eval_shape(
+      ResNetV2(depth=blocks, width=width, num_classes=num_classes).init,
+      jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"])
+  return _unflatten({p: _from_published(p, arrays[_published_key(p)].astype(np.float32))
+                     for p in model_paths})
+
+
+def save_bit_npz(params, path) -> None:
+  """Writes a `ResNetV2` params tree in the published layout, float32, atomically.
+
+  The file is written beside `path` and renamed into place, so a failure never leaves a
+  half-written file under the final name.
+  """
+  arrays = {_published_key(p): _to_published(p, np.asarray(jax.device_get(leaf), np.float32))
+            for p, leaf in _flatten(params).items()}
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  path = epath.Path(path)
+  tmp = path.parent / f".{path.name}.tmp"
+  tmp.write_bytes(buffer.getvalue())
+  tmp.rename(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeReport:
+  """What `merge_pretrained` took from the checkpoint and what it left as initialized."""
+  loaded: tuple[str, ...]
+  reinitialized: tuple[tuple[str, str], ...]  # (parameter, reason)
+  unused: tuple[str, ...]
+
+  def summary(self) -> str:
+    lines = [f"loaded {len(self.loaded)} pretrained arrays"]
+    lines += [f"re-initialized {name}: {why}" for name, why in self.reinitialized]
+    lines += [f"not used from the checkpoint: {name}" for name in self.unused]
+    return "\n".join(lines)
+
+
+def merge_pretrained(init_params, pretrained, reinit_prefixes=("head",)) -> tuple[dict, MergeReport]:
+  """Fine-tuning params: the pretrained arrays where they fit, `init_params` for a new head.
+
+  Args:
+    init_params: params of the model to fine-tune, freshly initialized (its head is zeros).
+    pretrained: params of a pretrained model, e.g. from `load_bit_npz`.
+    reinit_prefixes: top-level modules allowed to differ in shape or be absent; they keep
+      their initial values. Any other difference is an error naming the parameter and shapes.
+
+  Returns:
+    (params, report) with `params` shaped like `init_params`.
+  """
+  init_flat, pre_flat = _flatten(init_params), _flatten(pretrained)
+  merged, loaded, reinitialized = {}, [], []
+  for path, init in init_flat.items():
+    name = "/".join(path)
+    source = pre_flat.get(path)
+    may_differ = path[0] in reinit_prefixes
+    if source is not None and source.shape == init.shape:
+      merged[path] = jnp.asarray(source, init.dtype)
+      loaded.append(name)
+    elif may_differ:
+      why = ("absent from the checkpoint" if source is None else
+             f"checkpoint shape {tuple(source.shape)} != model shape {tuple(init.shape)}")
+      merged[path] = init
+      reinitialized.append((name, why))
+    elif source is None:
+      raise ValueError(f"Pretrained params lack {name!r} (shape {tuple(init.shape)}): the "
+                       "checkpoint is of a different architecture than the model.")
+    else:
+      raise ValueError(f"Pretrained {name!r} has shape {tuple(source.shape)}, the model expects "
+                       f"{tuple(init.shape)}: build the model the checkpoint was trained as "
+                       "(interop.describe tells which).")
+  unused = tuple("/".join(p) for p in pre_flat if p not in init_flat)
+  report = MergeReport(tuple(loaded), tuple(reinitialized), unused)
+  return _unflatten(merged), report

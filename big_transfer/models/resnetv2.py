@@ -1,0 +1,141 @@
+"""ResNet-v2 with Group Norm and Weight Standardization: the BiT network.
+
+Pre-activation bottleneck units; every convolution standardizes its kernel per output channel
+on each forward pass and every norm is a 32-group GroupNorm. The root max-pool pads with zeros,
+as the published reference does, so logits match the published weights.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+BLOCKS_PER_DEPTH = {
+    26: (2, 2, 2, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
+GN_GROUPS = 32
+GN_EPSILON = 1e-5
+WS_EPSILON = 1e-10
+
+
+def blocks_for(depth: int | Sequence[int]) -> tuple[int, ...]:
+  """Units per stage for a named depth (26/50/101/152/200) or an explicit list of four."""
+  if isinstance(depth, int):
+    if depth not in BLOCKS_PER_DEPTH:
+      raise ValueError(f"ResNet depth {depth} is not one of {sorted(BLOCKS_PER_DEPTH)}; "
+                       "pass one of them or a list of units per stage such as [3, 4, 6, 3].")
+    return BLOCKS_PER_DEPTH[depth]
+  blocks = tuple(int(b) for b in depth)
+  if not blocks or any(b < 1 for b in blocks):
+    raise ValueError(f"Units per stage must be positive integers, got {list(depth)}.")
+  return blocks
+
+
+def depth_of(blocks: Sequence[int]) -> int:
+  """The conventional depth name of a bottleneck network: 3 layers per unit + root + head."""
+  return 3 * sum(blocks) + 2
+
+
+def standardize(kernel: jnp.ndarray, epsilon: float = WS_EPSILON) -> jnp.ndarray:
+  """Standardizes a conv kernel (kh, kw, c_in, c_out) per output channel over (kh, kw, c_in)."""
+  mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+  var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
+  return (kernel - mean) / jnp.sqrt(var + epsilon)
+
+
+class StdConv(nn.Module):
+  """Bias-free convolution with a weight-standardized kernel; parameters stay float32."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: int = 1
+  padding: int = 0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    in_features = x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.he_normal(),
+                        (*self.kernel_size, in_features, self.features), jnp.float32)
+    kernel = standardize(kernel).astype(self.dtype)
+    pad = ((self.padding, self.padding), (self.padding, self.padding))
+    return jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel, (self.strides, self.strides), pad,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _group_norm(name: str, dtype) -> nn.GroupNorm:
+  # Statistics are computed in float32 by flax whatever `dtype` is.
+  return nn.GroupNorm(num_groups=GN_GROUPS, epsilon=GN_EPSILON, dtype=dtype,
+                      param_dtype=jnp.float32, name=name)
+
+
+class Bottleneck(nn.Module):
+  """Pre-activation bottleneck unit; the stride sits on the 3x3 convolution."""
+  mid_features: int
+  strides: int = 1
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    out_features = 4 * self.mid_features
+    y = nn.relu(_group_norm("gn1", self.dtype)(x))
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != out_features:
+      shortcut = StdConv(out_features, (1, 1), self.strides, dtype=self.dtype, name="conv_proj")(y)
+    y = StdConv(self.mid_features, (1, 1), dtype=self.dtype, name="conv1")(y)
+    y = nn.relu(_group_norm("gn2", self.dtype)(y))
+    y = StdConv(self.mid_features, (3, 3), self.strides, padding=1, dtype=self.dtype,
+                name="conv2")(y)
+    y = nn.relu(_group_norm("gn3", self.dtype)(y))
+    y = StdConv(out_features, (1, 1), dtype=self.dtype, name="conv3")(y)
+    return shortcut + y
+
+
+class ResNetV2(nn.Module):
+  """The BiT network.
+
+  Attributes:
+    depth: 26, 50, 101, 152 or 200, or a list of units per stage.
+    width: width multiplier (1 for R50x1, 3 for R50x3, ...).
+    num_classes: size of the zero-initialized head; None returns the pooled pre-logits.
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters, norm statistics and logits stay float32.
+  """
+  depth: int | Sequence[int] = 50
+  width: int = 1
+  num_classes: int | None = 1000
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    """Maps images (B, H, W, 3) in [-1, 1] to float32 logits (B, num_classes).
+
+    With `num_classes=None` returns float32 features (B, 2048 * width).
+    """
+    if not isinstance(self.width, int) or self.width < 1:
+      raise ValueError(f"ResNetV2 width must be a positive integer, got {self.width!r}.")
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"ResNetV2 expects images of shape (B, H, W, 3), got {images.shape}.")
+    root_features = 64 * self.width
+    x = StdConv(root_features, (7, 7), strides=2, padding=3, dtype=self.dtype,
+                name="root_conv")(images)
+    # Zero padding (not -inf) as in the published reference; it matters for parity since the
+    # root conv output can be negative.
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2))
+    for stage, units in enumerate(blocks_for(self.depth)):
+      mid = root_features * 2**stage
+      for unit in range(units):
+        strides = 2 if (stage > 0 and unit == 0) else 1
+        x = Bottleneck(mid, strides, dtype=self.dtype,
+                       name=f"block{stage + 1}/unit{unit + 1:02d}".replace("/", "_"))(x)
+    x = nn.relu(_group_norm("norm_pre_head", self.dtype)(x))
+    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    if self.num_classes is None:
+      return features
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                    dtype=jnp.float32, param_dtype=jnp.float32, name="head")(features)

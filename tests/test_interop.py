@@ -1,0 +1,159 @@
+"""The published BiT npz layout: round trips, head replacement and every error."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bit_reference
+from big_transfer import interop, models
+
+
+@pytest.fixture(scope="module")
+def r50_npz(tmp_path_factory):
+  weights = bit_reference.random_published_weights(50, 1, num_classes=21)
+  path = tmp_path_factory.mktemp("npz") / "BiT-M-R50x1.npz"
+  np.savez(path, **weights)
+  return path, weights
+
+
+def test_describe_reads_architecture_off_the_file(r50_npz):
+  path, weights = r50_npz
+  info = interop.describe(path)
+  assert (info.depth, info.width, info.blocks, info.num_classes) == (50, 1, (3, 4, 6, 3), 21)
+  assert info.num_params == sum(w.size for w in weights.values())
+  assert info.name == "R50x1"
+
+
+def test_published_file_round_trips_bit_exactly(r50_npz, tmp_path):
+  path, weights = r50_npz
+  out = tmp_path / "again.npz"
+  interop.save_bit_npz(interop.load_bit_npz(path), out)
+  again = np.load(out, allow_pickle=False)
+  assert sorted(again.files) == sorted(weights)
+  for key, value in weights.items():
+    assert again[key].dtype == np.float32
+    np.testing.assert_array_equal(again[key], value, err_msg=key)
+
+
+def test_model_params_round_trip_bit_exactly(tmp_path):
+  model = models.ResNetV2(depth=[1, 2, 1, 1], width=2, num_classes=5)
+  params = model.init(jax.random.key(3), jnp.zeros((1, 32, 32, 3)))["params"]
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(4), p.shape), params)
+  interop.save_bit_npz(params, tmp_path / "m.npz")
+  loaded = interop.load_bit_npz(tmp_path / "m.npz")
+  assert jax.tree.structure(loaded) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  assert interop.describe(tmp_path / "m.npz").depth == (1, 2, 1, 1)
+
+
+def test_headless_params_round_trip(tmp_path):
+  model = models.ResNetV2(depth=[1, 1, 1, 1], width=1, num_classes=None)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  interop.save_bit_npz(params, tmp_path / "h.npz")
+  assert interop.describe(tmp_path / "h.npz").num_classes is None
+  assert "head" not in interop.load_bit_npz(tmp_path / "h.npz")
+
+
+def test_new_head_replaces_old_and_body_is_loaded(r50_npz):
+  path, weights = r50_npz
+  pretrained = interop.load_bit_npz(path)
+  model = interop.describe(path).model(num_classes=10)
+  init = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  params, report = interop.merge_pretrained(init, pretrained)
+  np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((2048, 10)))
+  np.testing.assert_array_equal(params["head"]["bias"], np.zeros(10))
+  np.testing.assert_array_equal(params["block3_unit02"]["conv2"]["kernel"],
+                                weights["resnet/block3/unit02/b/standardized_conv2d/kernel"])
+  assert dict(report.reinitialized) == {
+      "head/kernel": "checkpoint shape (2048, 21) != model shape (2048, 10)",
+      "head/bias": "checkpoint shape (21,) != model shape (10,)"}
+  assert len(report.loaded) == len(jax.tree.leaves(init)) - 2
+  assert "re-initialized head/kernel" in report.summary()
+
+
+def test_merge_into_headless_model_reports_unused_head(r50_npz):
+  path, _ = r50_npz
+  init = interop.describe(path).model(num_classes=None).init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  _, report = interop.merge_pretrained(init, interop.load_bit_npz(path))
+  assert set(report.unused) == {"head/kernel", "head/bias"}
+
+
+def test_merge_refuses_a_different_body(r50_npz):
+  path, _ = r50_npz
+  init = models.create("R50x3", num_classes=10).init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  with pytest.raises(ValueError, match=r"Pretrained 'block1_unit01/conv1/kernel' has shape "
+                                       r"\(1, 1, 64, 64\), the model expects \(1, 1, 192, 192\)"):
+    interop.merge_pretrained(init, interop.load_bit_npz(path))
+
+
+def _write(path, arrays):
+  np.savez(path, **arrays)
+  return path
+
+
+def test_wrong_shape_names_key_and_both_shapes(r50_npz, tmp_path):
+  _, weights = r50_npz
+  bad = dict(weights)
+  bad["resnet/block2/unit03/b/standardized_conv2d/kernel"] = np.zeros((3, 3, 128, 64), np.float32)
+  with pytest.raises(ValueError, match=r"'resnet/block2/unit03/b/standardized_conv2d/kernel' has "
+                                       r"shape \(3, 3, 128, 64\), expected \(3, 3, 128, 128\)"):
+    interop.load_bit_npz(_write(tmp_path / "bad.npz", bad))
+
+
+def test_missing_array_is_named(r50_npz, tmp_path):
+  _, weights = r50_npz
+  bad = {k: v for k, v in weights.items() if k != "resnet/block4/unit02/c/group_norm/beta"}
+  with pytest.raises(ValueError, match=r"missing 1 array\(s\).*'resnet/block4/unit02/c/group_norm/"
+                                       r"beta' with shape \(512,\)"):
+    interop.load_bit_npz(_write(tmp_path / "bad.npz", bad))
+
+
+def test_unexpected_array_is_named(r50_npz, tmp_path):
+  _, weights = r50_npz
+  bad = dict(weights, **{"resnet/extra/kernel": np.zeros(3, np.float32)})
+  with pytest.raises(ValueError, match=r"unexpected array 'resnet/extra/kernel'"):
+    interop.load_bit_npz(_write(tmp_path / "bad.npz", bad))
+
+
+def test_pickled_arrays_are_refused(r50_npz, tmp_path):
+  _, weights = r50_npz
+  bad = dict(weights, **{"resnet/group_norm/gamma": np.array([{"x": 1}], dtype=object)})
+  with pytest.raises(ValueError, match=r"'resnet/group_norm/gamma' needs pickle.*refusing"):
+    interop.load_bit_npz(_write(tmp_path / "bad.npz", bad))
+
+
+def test_file_that_is_not_npz_says_so(tmp_path):
+  path = tmp_path / "notes.npz"
+  path.write_text("not a checkpoint")
+  with pytest.raises(ValueError, match=r"notes.npz is not an .npz file"):
+    interop.load_bit_npz(path)
+
+
+def test_single_npy_array_is_refused(tmp_path):
+  path = tmp_path / "one.npy"
+  np.save(path, np.zeros(3))
+  with pytest.raises(ValueError, match=r"single .npy array, not an .npz archive"):
+    interop.describe(path)
+
+
+def test_missing_file_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"No BiT checkpoint at .*nothing.npz"):
+    interop.load_bit_npz(tmp_path / "nothing.npz")
+
+
+def test_file_without_root_is_not_bit(tmp_path):
+  with pytest.raises(ValueError, match=r"lacks 'resnet/root_block/standardized_conv2d/kernel'"):
+    interop.describe(_write(tmp_path / "x.npz", {"a": np.zeros(2)}))
+
+
+def test_failed_save_keeps_existing_file(r50_npz, tmp_path):
+  path, _ = r50_npz
+  out = tmp_path / "keep.npz"
+  out.write_bytes(path.read_bytes())
+  with pytest.raises(ValueError, match="not part of a BiT ResNetV2"):
+    interop.save_bit_npz({"something": {"kernel": np.zeros(2)}}, out)
+  assert out.read_bytes() == path.read_bytes()

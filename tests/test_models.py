@@ -1,0 +1,135 @@
+"""The flax ResNetV2 against an independent reference, the named variants, and bf16."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bit_reference
+from big_transfer import interop, models
+from big_transfer.models import resnetv2
+
+
+def _rel_err(a, b):
+  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+               / np.max(np.abs(np.asarray(b, np.float64))))
+
+
+def _images(n=2, size=128, seed=1):
+  return jax.random.uniform(jax.random.key(seed), (n, size, size, 3), minval=-1, maxval=1)
+
+
+@pytest.fixture(scope="module", params=[50, 101], ids=["R50x1", "R101x1"])
+def published(request, tmp_path_factory):
+  """Random weights in the published layout, written to disk as a BiT npz."""
+  weights = bit_reference.random_published_weights(request.param, 1, num_classes=7)
+  path = tmp_path_factory.mktemp("ckpt") / f"R{request.param}x1.npz"
+  np.savez(path, **weights)
+  return request.param, weights, path
+
+
+@pytest.fixture(scope="module", params=[50, 101], ids=["R50x1", "R101x1"])
+def published_trained_like(request, tmp_path_factory):
+  """As `published`, with residual branches scaled down as in trained networks."""
+  weights = bit_reference.random_published_weights(request.param, 1, num_classes=7,
+                                                   branch_gain=0.1)
+  path = tmp_path_factory.mktemp("ckpt") / f"R{request.param}x1.npz"
+  np.savez(path, **weights)
+  return path
+
+
+def test_logits_match_independent_reference(published):
+  depth, weights, path = published
+  params = interop.load_bit_npz(path)
+  model = interop.describe(path).model()
+  assert (model.depth, model.width, model.num_classes) == (depth, 1, 7)
+  images = _images()
+  ours = jax.jit(model.apply)({"params": params}, images)
+  reference = bit_reference.forward({k: jnp.asarray(v) for k, v in weights.items()}, images)
+  assert ours.dtype == jnp.float32 and ours.shape == (2, 7)
+  assert _rel_err(ours, reference) < 1e-3
+
+
+def test_bfloat16_logits_close_to_float32(published_trained_like):
+  path = published_trained_like
+  params = interop.load_bit_npz(path)
+  images = _images()
+  f32 = interop.describe(path).model().apply({"params": params}, images)
+  bf16 = jax.jit(interop.describe(path).model(dtype=jnp.bfloat16).apply)({"params": params}, images)
+  assert bf16.dtype == jnp.float32
+  assert _rel_err(bf16, f32) < 2e-2
+
+
+def test_root_max_pool_pads_with_zeros_not_minus_infinity():
+  # All-negative root activations: with zero padding the border maxima become exactly 0.
+  model = models.ResNetV2(depth=[1, 1, 1, 1], width=1, num_classes=None)
+  x = jnp.full((1, 8, 8, 64), -1.0)
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  pooled = jax.lax.reduce_window(padded, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
+  assert float(pooled[0, 0, 0, 0]) == 0.0  # what the reference computes at a corner
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  assert params["root_conv"]["kernel"].shape == (7, 7, 3, 64)
+
+
+def test_weight_standardization_is_per_output_channel():
+  kernel = jax.random.normal(jax.random.key(0), (3, 3, 8, 5)) * 4 + 2
+  standardized = resnetv2.standardize(kernel)
+  np.testing.assert_allclose(standardized.mean(axis=(0, 1, 2)), np.zeros(5), atol=1e-5)
+  np.testing.assert_allclose(standardized.std(axis=(0, 1, 2)), np.ones(5), rtol=1e-4)
+
+
+def test_head_is_zero_initialized_and_none_returns_features():
+  model = models.create("BiT-S-R50x1", num_classes=10)
+  images = _images(size=64)
+  variables = model.init(jax.random.key(0), images)
+  assert not np.any(variables["params"]["head"]["kernel"])
+  np.testing.assert_array_equal(model.apply(variables, images), np.zeros((2, 10)))
+  features = models.create("R50x1", num_classes=None).apply(
+      {"params": {k: v for k, v in variables["params"].items() if k != "head"}}, images)
+  assert features.shape == (2, 2048) and features.dtype == jnp.float32
+
+
+def _count(model):
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+
+
+# Parameter counts of timm's resnetv2_*_bit models with a 1000-class head, read off timm
+# (`sum(p.numel() for p in timm.create_model("resnetv2_50x1_bit").parameters())`).
+TIMM_PARAMS_1000 = {
+    "R50x1": 25_549_352, "R50x3": 217_319_080, "R101x1": 44_541_480,
+    "R101x3": 387_934_888, "R152x2": 236_335_208, "R152x4": 936_533_224,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(models.VARIANTS))
+def test_parameter_count_equals_timm(variant):
+  assert _count(models.create(f"BiT-M-{variant}", num_classes=1000)) == TIMM_PARAMS_1000[variant]
+
+
+@pytest.mark.parametrize("depth", [26, 50, 101, 152, 200])
+def test_named_depths_have_their_layer_count(depth):
+  assert models.depth_of(models.blocks_for(depth)) == depth
+
+
+def test_explicit_blocks_and_any_width():
+  model = models.ResNetV2(depth=[1, 2, 1, 1], width=2, num_classes=3)
+  logits = model.apply(model.init(jax.random.key(0), _images(size=32)), _images(size=32))
+  assert logits.shape == (2, 3)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("BiT-M-R51x1", "ResNet depth 51 is not one of"),
+    ("ResNet50", "Unknown model name 'ResNet50'"),
+    ("BiT-X-R50x1", "Unknown model name 'BiT-X-R50x1'"),
+    ("R50x0", "has width 0"),
+])
+def test_bad_model_names_are_explained(name, message):
+  with pytest.raises(ValueError, match=message):
+    models.create(name)
+
+
+def test_bad_image_shape_is_explained():
+  model = models.create("R50x1", num_classes=2)
+  with pytest.raises(ValueError, match=r"expects images of shape \(B, H, W, 3\), got \(2, 32, 32\)"):
+    model.init(jax.random.key(0), jnp.zeros((2, 32, 32)))
