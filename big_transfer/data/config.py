@@ -1,0 +1,76 @@
+"""What the input pipeline is asked for (`InputConfig`) and what it reports (`DatasetInfo`)."""
+
+import dataclasses
+
+RECIPES = ("upstream", "finetune")
+FOLDER_PREFIX = "folder:"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+  """The `data` section of a config; built as `InputConfig(**config.data)`.
+
+  Attributes:
+    dataset: a TFDS name `name[/config][:version]`, or `folder:/path/to/images`.
+    data_dir: TFDS data_dir, local or gs://; None for the TFDS default.
+    train_split: training split, with TFDS slicing, e.g. "train[:98%]".
+    eval_split: evaluation split, same syntax.
+    recipe: "upstream" (inception crop to `crop`, flip) or "finetune" (resize to a `precrop`
+      square, random `crop` crop, flip).
+    precrop: side of the square the finetune recipe crops from.
+    crop: side of the training crop; evaluation resizes to crop x crop.
+    mixup_alpha: MixUp strength; 0 turns it off.
+    multilabel: multi-hot targets (from a "labels" sequence feature if there is one).
+    examples_per_class: few-shot: use only this many examples per class of the train split.
+    fewshot_seed: seed of the few-shot draw.
+    shuffle_buffer: examples in the shuffle buffer of data streamed from TFDS.
+  """
+  dataset: str = "bit_synthetic/upstream"
+  data_dir: str | None = None
+  train_split: str = "train"
+  eval_split: str = "test"
+  recipe: str = "upstream"
+  precrop: int = 256
+  crop: int = 224
+  mixup_alpha: float = 0.0
+  multilabel: bool = False
+  examples_per_class: int | None = None
+  fewshot_seed: int = 0
+  shuffle_buffer: int = 10_000
+
+  def __post_init__(self):
+    if self.recipe not in RECIPES:
+      raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}.")
+    if self.crop < 1:
+      raise ValueError(f"crop must be a positive number of pixels, got {self.crop}.")
+    if self.recipe == "finetune" and self.precrop < self.crop:
+      raise ValueError(f"The finetune recipe cuts a crop={self.crop} square out of a "
+                       f"precrop={self.precrop} square; set precrop >= crop.")
+    if self.mixup_alpha < 0:
+      raise ValueError(f"mixup_alpha must be >= 0 (0 turns MixUp off), got {self.mixup_alpha}.")
+    if self.examples_per_class is not None and self.examples_per_class < 1:
+      raise ValueError(f"examples_per_class must be >= 1 or None, got {self.examples_per_class}.")
+    if self.shuffle_buffer < 1:
+      raise ValueError(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}.")
+
+  @property
+  def is_folder(self) -> bool:
+    return self.dataset.startswith(FOLDER_PREFIX)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Facts about the configured data that the HyperRule and the model head need.
+
+  Attributes:
+    num_train_examples: training examples after split slicing and the few-shot draw.
+    image_size: typical (height, width) of the source images in pixels.
+    num_classes: number of labels (the width of the target vectors).
+    class_names: name of each label, or None when the data has none.
+    skipped_images: unreadable images left out of a folder's train and eval splits.
+  """
+  num_train_examples: int
+  image_size: tuple[int, int]
+  num_classes: int
+  class_names: tuple[str, ...] | None
+  skipped_images: int = 0

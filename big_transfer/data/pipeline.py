@@ -1,0 +1,108 @@
+"""The input pipeline's entry points: data set facts, training batches, evaluation batches.
+
+Batches are host-local NumPy dicts: {"image": float32 (local_batch, crop, crop, 3) in [-1, 1],
+"label": float32 (local_batch, num_classes)}, plus "mask": float32 (local_batch,) in evaluation.
+local_batch = global_batch_size / process_count. `process_index` and `process_count` default to
+JAX's; tests pass them to simulate several hosts in one process.
+"""
+
+from collections.abc import Iterator
+
+import tensorflow as tf
+
+from big_transfer.data import config as config_lib
+from big_transfer.data import folder_source
+from big_transfer.data import preprocess
+from big_transfer.data import records
+from big_transfer.data import sampling
+from big_transfer.data import tfds_source
+
+
+def _open(cfg: config_lib.InputConfig) -> tfds_source.TfdsSource | folder_source.FolderSource:
+  return folder_source.FolderSource(cfg) if cfg.is_folder else tfds_source.TfdsSource(cfg)
+
+
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
+
+
+def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict]:
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(options).as_numpy_iterator()
+
+
+def dataset_info(cfg: config_lib.InputConfig) -> config_lib.DatasetInfo:
+  """Number of training examples, typical image size and classes of the configured data.
+
+  TFDS: sizes from its metadata (of the sliced split); the image size from the image feature when
+  fixed, else from `big_transfer.dataset_table`, else the median of a few image headers. Folders:
+  counted and measured (median) while checking their images. A few-shot config has
+  examples_per_class * num_classes training examples.
+  """
+  return _open(cfg).info()
+
+
+def train_batches(cfg: config_lib.InputConfig, global_batch_size: int, seed: int,
+                  start_step: int = 0, *, process_index: int | None = None,
+                  process_count: int | None = None) -> Iterator[dict]:
+  """The endless training batches of this host from step `start_step` on.
+
+  The stream is a pure function of (cfg, seed, step) for a given process count: starting at
+  step s yields exactly what an uninterrupted run yields from step s on (docs/data.md).
+
+  Returns:
+    An iterator of {"image": float32 (local_batch, crop, crop, 3) in [-1, 1],
+    "label": float32 (local_batch, num_classes)} (one-hot, multi-hot or MixUp-soft).
+  """
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  index, count = sampling.process(process_index, process_count)
+  local_batch = sampling.local_batch_size(global_batch_size, count)
+  source = _open(cfg)
+  stream = records.train_stream(source.train_records(index, count), source.num_classes, seed,
+                                index, start_step * local_batch, cfg.shuffle_buffer)
+
+  def augment(position, example):
+    rng = preprocess.key(seed, records.AUGMENT, index, position)
+    image = preprocess.train_image(example["image"], cfg.recipe, cfg.precrop, cfg.crop, rng)
+    return {"image": image, "label": example["label"]}
+
+  ds = stream.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+  if cfg.mixup_alpha > 0:
+    ds = ds.enumerate(start_step).map(
+        lambda step, batch: preprocess.mixup(batch, cfg.mixup_alpha,
+                                             preprocess.key(seed, records.MIXUP, step)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+  return _numpy_batches(ds)
+
+
+def eval_batches(cfg: config_lib.InputConfig, global_batch_size: int, split: str | None = None,
+                 *, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict]:
+  """One pass over `split` (default cfg.eval_split) in which every example counts once.
+
+  Each host reads its share, then pads with masked-out zero examples so that every host yields
+  the same number of batches: ceil(ceil(num_examples / process_count) / local_batch).
+
+  Returns:
+    An iterator of {"image": float32 (local_batch, crop, crop, 3) in [-1, 1],
+    "label": float32 (local_batch, num_classes), "mask": float32 (local_batch,)}, mask 1 for
+    real examples and 0 for padding.
+  """
+  index, count = sampling.process(process_index, process_count)
+  local_batch = sampling.local_batch_size(global_batch_size, count)
+  source = _open(cfg)
+  host_records, num_examples = source.eval_records(split or cfg.eval_split, index, count)
+  num_batches = _ceil_div(_ceil_div(num_examples, count), local_batch)
+  real = records.eval_stream(host_records, source.num_classes).map(
+      lambda example: {"image": preprocess.eval_image(example["image"], cfg.crop),
+                       "label": example["label"], "mask": tf.constant(1.0)},
+      num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.data.Dataset.from_tensors({
+      "image": tf.zeros([cfg.crop, cfg.crop, 3]), "label": tf.zeros([source.num_classes]),
+      "mask": tf.constant(0.0)}).repeat()
+  # `take` rather than a computed padding count: every host yields exactly num_batches batches.
+  ds = real.concatenate(padding).take(num_batches * local_batch).batch(local_batch)
+  return _numpy_batches(ds)

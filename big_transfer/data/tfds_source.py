@@ -1,0 +1,166 @@
+"""Data sets from TFDS: opening them (with advice when that fails), their facts, host records.
+
+The pipeline never downloads: a data set must already be prepared in data_dir, except the
+built-in `bit_synthetic`, which is generated there on first use. Hosts read disjoint, even
+sub-splits (`tfds.even_splits`) of the configured split in file order; `records` shuffles them.
+"""
+
+import difflib
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from big_transfer import dataset_table
+from big_transfer.data import config as config_lib
+from big_transfer.data import preprocess
+from big_transfer.data import records
+from big_transfer.data import sampling
+from big_transfer.data import synthetic
+
+IMAGE, LABEL, LABELS = "image", "label", "labels"
+# Images whose headers are read to measure a typical size when neither the features nor the
+# table of standard data sets know it.
+_MEASURED_IMAGES = 64
+
+
+def _prepare_hint(dataset: str, data_dir: str) -> str:
+  return (f"The input pipeline never downloads; prepare a TFDS data set once with "
+          f"`tfds build {dataset} --data_dir={data_dir}` (imagenet2012 cannot be downloaded "
+          f"automatically: put its archives ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
+          f"in a folder and add `--manual_dir=THAT_FOLDER`).")
+
+
+def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """Returns the builder of a prepared TFDS data set; prepares `bit_synthetic` if needed."""
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    name = dataset.split(":")[0].split("/")[0]
+    close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False))
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    directory = data_dir or tfds.core.constants.DATA_DIR
+    raise ValueError(
+        f"TFDS has no data set {name!r} (dataset={dataset!r}): neither its code nor prepared "
+        f"data in data_dir {directory}.{hint} {_prepare_hint(dataset, directory)} For images "
+        f"on disk use dataset='folder:/path/to/images'.") from None
+  if not builder.is_prepared():
+    if builder.name != synthetic.BitSynthetic.name:
+      raise ValueError(f"Data set {dataset!r} is not prepared in data_dir "
+                       f"{builder.data_dir_root} (there is no {builder.data_path}). "
+                       + _prepare_hint(dataset, builder.data_dir_root))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return builder
+
+
+def _table_facts(builder: tfds.core.DatasetBuilder) -> dataset_table.DatasetFacts | None:
+  """The table entry of a standard transfer set read through this builder, if there is one."""
+  config = builder.builder_config
+  full_name = f"{builder.name}/{config.name}" if config else builder.name
+  for facts in dataset_table.KNOWN.values():
+    if facts.tfds_name.split(":")[0] in (builder.name, full_name):
+      return facts
+  return None
+
+
+class TfdsSource:
+  """A TFDS data set read as an `InputConfig` says.
+
+  Attributes:
+    num_classes: width of the target vectors.
+    class_names: name of each label.
+  """
+
+  def __init__(self, cfg: config_lib.InputConfig):
+    self._cfg = cfg
+    self._builder = open_builder(cfg.dataset, cfg.data_dir)
+    features = self._builder.info.features
+    self._multi_hot = cfg.multilabel and LABELS in features
+    self._label_key = LABELS if self._multi_hot else LABEL
+    if IMAGE not in features or self._label_key not in features:
+      raise ValueError(f"Data set {cfg.dataset!r} has features {sorted(features)}; the pipeline "
+                       f"reads an {IMAGE!r} and a {self._label_key!r} feature.")
+    label_feature = features[self._label_key]
+    label_feature = label_feature.feature if self._multi_hot else label_feature
+    self.num_classes = label_feature.num_classes
+    self.class_names = tuple(label_feature.names)
+
+  def info(self) -> config_lib.DatasetInfo:
+    """Training set size (after slicing and few-shot), typical image size, classes."""
+    k = self._cfg.examples_per_class
+    num_train = (k * self.num_classes if k
+                 else self._builder.info.splits[self._cfg.train_split].num_examples)
+    return config_lib.DatasetInfo(num_train, self._image_size(), self.num_classes,
+                                  self.class_names)
+
+  def _image_size(self) -> tuple[int, int]:
+    height, width = self._builder.info.features[IMAGE].shape[:2]
+    if height and width:
+      return height, width
+    facts = _table_facts(self._builder)
+    if facts:
+      return facts.image_size
+    shapes = self._raw(self._cfg.train_split, [IMAGE]).take(_MEASURED_IMAGES).map(
+        lambda example: preprocess.image_shape(example[IMAGE])[:2])
+    return preprocess.typical_size(np.stack(list(shapes.as_numpy_iterator())))
+
+  def _raw(self, split, features=None) -> tf.data.Dataset:
+    """{feature: value} of `split` in file order, for the image (still encoded) and the labels,
+    or for `features` only. Other features are not even parsed."""
+    features = features or (IMAGE, self._label_key)
+    decoders = tfds.decode.PartialDecoding({name: True for name in features},
+                                           decoders={IMAGE: tfds.decode.SkipDecoding()})
+    return self._builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+                                    read_config=tfds.ReadConfig(try_autocache=False))
+
+  def _read(self, split) -> tf.data.Dataset:
+    """{"image": encoded bytes, "label": float32 (num_classes,) target} of `split`."""
+    def target(example):
+      if self._multi_hot:  # Sum, not max: an example without labels gets zeros, not -inf.
+        return tf.minimum(tf.reduce_sum(tf.one_hot(example[LABELS], self.num_classes), 0), 1.0)
+      return tf.one_hot(example[LABEL], self.num_classes)
+
+    return self._raw(split).map(lambda example: {"image": example[IMAGE],
+                                                 "label": target(example)},
+                                num_parallel_calls=tf.data.AUTOTUNE)
+
+  def train_records(self, process_index: int, process_count: int):
+    """This host's share of the training examples (a few-shot draw is held in memory)."""
+    if self._cfg.examples_per_class:
+      return self._fewshot_records(process_index, process_count)
+    host_split = tfds.even_splits(self._cfg.train_split, n=process_count)[process_index]
+    return records.StreamRecords(self._read(host_split),
+                                 self._builder.info.splits[host_split].num_examples)
+
+  def eval_records(self, split: str, process_index: int,
+                   process_count: int) -> tuple[records.StreamRecords, int]:
+    """This host's share of `split`, and the number of examples of the whole split."""
+    host_split = tfds.even_splits(split, n=process_count)[process_index]
+    host = records.StreamRecords(self._read(host_split),
+                                 self._builder.info.splits[host_split].num_examples)
+    return host, self._builder.info.splits[split].num_examples
+
+  def _fewshot_records(self, process_index: int, process_count: int) -> records.ArrayRecords:
+    """Draws K per class over the whole split, then keeps this host's share of the draw.
+
+    Reads the split twice: once for the labels, once for the drawn images.
+    """
+    cfg = self._cfg
+    if self._multi_hot:
+      raise ValueError(f"examples_per_class draws per class of the single {LABEL!r} feature, "
+                       f"but multilabel=True reads {LABELS!r}; turn one of them off.")
+    labels = np.concatenate(list(
+        self._raw(cfg.train_split, [LABEL]).map(lambda example: example[LABEL]).batch(4096)
+        .as_numpy_iterator()))
+    drawn = sampling.select_per_class(labels, cfg.examples_per_class, cfg.fewshot_seed,
+                                      self.class_names)
+    mine = sampling.host_shard(drawn, process_index, process_count)
+    is_mine = np.zeros(len(labels), bool)
+    is_mine[mine] = True
+    is_mine = tf.constant(is_mine)
+    images = (self._raw(cfg.train_split).enumerate()
+              .filter(lambda index, example: tf.gather(is_mine, index))
+              .map(lambda index, example: example[IMAGE]))
+    return records.ArrayRecords(np.array(list(images.as_numpy_iterator()), dtype=object),
+                                labels[mine], are_paths=False)
