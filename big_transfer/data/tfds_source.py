@@ -109,8 +109,8 @@ class TfdsSource:
     """{feature: value} of `split` in file order, for the image (still encoded) and the labels,
     or for `features` only. Other features are not even parsed."""
     features = features or (IMAGE, self._label_key)
-    decoders = tfds.decode.PartialDecoding({name: True for name in features},
-                                           decoders={IMAGE: tfds.decode.SkipDecoding()})
+    skip = {IMAGE: tfds.decode.SkipDecoding()} if IMAGE in features else None
+    decoders = tfds.decode.PartialDecoding({name: True for name in features}, decoders=skip)
     return self._builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                                     read_config=tfds.ReadConfig(try_autocache=False))
 
