@@ -1,0 +1,133 @@
+"""The train state and the pure, jit-able train and eval steps.
+
+Nothing here knows about devices: `train.py` jits these functions with the shardings that
+`sharding.py` decides. The train step never synchronizes with the host; a non-finite loss is
+recorded in the state (and its update skipped) for the loop to report at its next look.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from big_transfer import losses
+
+LOSSES = {"softmax_xent": losses.softmax_cross_entropy,
+          "sigmoid_xent": losses.sigmoid_cross_entropy}
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; one pytree, sharded and checkpointed as a whole.
+
+  Attributes:
+    step: int32 scalar, number of updates applied.
+    params: the model's parameters (float32).
+    opt_state: the optimizer's state.
+    first_bad_step: int32 scalar, the first step whose loss was not finite, or -1.
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  first_bad_step: jax.Array
+
+
+def loss_function(name: str) -> Callable:
+  if name not in LOSSES:
+    raise ValueError(f"Unknown loss {name!r}; choose one of {sorted(LOSSES)}.")
+  return LOSSES[name]
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
+                       image_shape: tuple[int, int, int]) -> TrainState:
+  """Initializes parameters and optimizer state; jit it with the state's out_shardings."""
+  params = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params), first_bad_step=jnp.full((), -1, jnp.int32))
+
+
+def _split_micro_batches(batch: dict, grad_accum_steps: int) -> dict:
+  """(B, ...) -> (grad_accum_steps, B / grad_accum_steps, ...), each micro-batch spread evenly.
+
+  Example b goes to micro-batch b % grad_accum_steps, so every device, which holds a contiguous
+  slice of the batch, contributes equally to every micro-batch.
+  """
+  def split(x):
+    micro = x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps, *x.shape[1:])
+    return jnp.swapaxes(micro, 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module,
+               optimizer: optax.GradientTransformation, loss_name: str = "softmax_xent",
+               grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
+  """One optimizer update on a global batch.
+
+  Args:
+    state: the current `TrainState`.
+    batch: {"image": (B, H, W, 3) float32, "label": (B, K) float32 dense targets}.
+    model: the network.
+    optimizer: the optax transformation the state was created with.
+    loss_name: a key of `LOSSES`.
+    grad_accum_steps: split the batch into this many micro-batches, summed through `lax.scan`,
+      so large batches fit in memory; the update equals the full-batch one.
+  Returns:
+    (new state, {"loss": float32 scalar, "grad_norm": float32 scalar}).
+  """
+  loss_fn = loss_function(loss_name)
+
+  def loss_of(params, micro):
+    logits = model.apply({"params": params}, micro["image"])
+    return loss_fn(logits, micro["label"])
+
+  grad_fn = jax.value_and_grad(loss_of)
+  if grad_accum_steps == 1:
+    loss, grads = grad_fn(state.params, batch)
+  else:
+    def accumulate(carry, micro):
+      loss_sum, grad_sum = carry
+      loss, grads = grad_fn(state.params, micro)
+      return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros),
+                                    _split_micro_batches(batch, grad_accum_steps))
+    loss, grads = loss / grad_accum_steps, jax.tree.map(lambda g: g / grad_accum_steps, grads)
+
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss)
+  # A bad step leaves the state as it was, so the last good weights survive to be saved.
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = TrainState(
+      step=state.step + 1,
+      params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state),
+      first_bad_step=jnp.where((state.first_bad_step < 0) & ~finite, state.step,
+                               state.first_bad_step))
+  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(params, batch: dict, *, model: nn.Module,
+              loss_name: str = "softmax_xent") -> dict:
+  """Sums over the real (mask 1) examples of a padded eval batch.
+
+  Returns {"correct": top-1 hits, "loss": summed loss, "count": number of real examples}, all
+  float32 scalars, to be added up over batches.
+  """
+  logits = model.apply({"params": params}, batch["image"])
+  mask = batch["mask"]
+  count = jnp.sum(mask)
+  return {"correct": jnp.sum(losses.top1_correct(logits, batch["label"]) * mask),
+          "loss": loss_function(loss_name)(logits, batch["label"], mask) * count,
+          "count": count}
+
+
+def features_step(params, images: jax.Array, *, model: nn.Module) -> jax.Array:
+  """Pre-logits features (B, D) of a model built with `num_classes=None`."""
+  params = {k: v for k, v in params.items() if k != "head"}
+  return model.apply({"params": params}, images)

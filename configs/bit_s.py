@@ -1,0 +1,24 @@
+"""BiT-S: upstream pre-training on ILSVRC-2012 (1.28M images, 1k classes), the paper's recipe.
+
+    python -m big_transfer.main --config=configs/bit_s.py:model=BiT-S-R50x1 \
+        --workdir=gs://BUCKET/bit_s --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+
+90 epochs, lr x0.1 at epochs 30, 60 and 80 (see config.set_upstream_recipe for the rest).
+Arguments: model (default BiT-S-R50x1), dtype (bfloat16 or float32).
+"""
+
+from big_transfer import config as config_lib
+from big_transfer import dataset_table
+
+
+def get_config(arg: str = ""):
+  args = config_lib.parse_arg(arg, model="BiT-S-R50x1", dtype="bfloat16")
+  config = config_lib.base()
+  config.model = args["model"]
+  config.model_dtype = args["dtype"]
+  config.dataset = "imagenet2012"
+  config.data.train_split = "train"
+  config.data.eval_split = "validation"
+  config_lib.set_upstream_recipe(config, dataset_table.lookup("imagenet2012").train_examples,
+                                 epochs=90, decay_epochs=(30, 60, 80))
+  return config

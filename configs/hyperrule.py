@@ -1,0 +1,65 @@
+"""Fine-tuning with BiT-HyperRule: every hyper-parameter from the task's size and image size.
+
+    python -m big_transfer.main \
+        --config=configs/hyperrule.py:model=BiT-M-R50x1,dataset=cifar10,init=BiT-M-R50x1.npz \
+        --workdir=/tmp/cifar10
+
+Arguments: model, dataset (a name of big_transfer.dataset_table, any TFDS name, or
+folder:/path), init (a published .npz or a run's workdir), examples_per_class (few-shot K,
+0 for all), released_resolution (512 -> 480 instead of 448 -> 384), batch_size.
+SGD momentum 0.9, lr 0.003 x batch/512, no weight decay, zero-initialized head, schedule and
+MixUp by the number of labelled examples, resize + random crop + flip by the image size.
+"""
+
+from big_transfer import config as config_lib
+from big_transfer import data, dataset_table, hyperrule
+
+
+def _facts(dataset: str, data_dir: str | None) -> tuple[str, str, str, int, tuple[int, int]]:
+  """(tfds name, train split, eval split, train examples, image size) for `dataset`."""
+  if dataset in dataset_table.KNOWN:
+    facts = dataset_table.lookup(dataset)
+    return (facts.tfds_name, facts.train_split, facts.eval_split, facts.train_examples,
+            facts.image_size)
+  # Not in the table: a folder or another TFDS data set, measured or read from metadata.
+  info = data.dataset_info(data.InputConfig(dataset=dataset, data_dir=data_dir))
+  return dataset, "train", "test", info.num_train_examples, info.image_size
+
+
+def get_config(arg: str = ""):
+  args = config_lib.parse_arg(arg, model="BiT-M-R50x1", dataset="cifar10", init="",
+                              examples_per_class=0, released_resolution=False, batch_size=512,
+                              data_dir="", dtype="float32")
+  config = config_lib.base()
+  config.model = args["model"]
+  config.model_dtype = args["dtype"]
+  config.init = args["init"]
+  data_dir = args["data_dir"] or None
+  name, train_split, eval_split, train_examples, image_size = _facts(args["dataset"], data_dir)
+  config.dataset = name
+  config.data.data_dir = data_dir
+  config.data.train_split = train_split
+  config.data.eval_split = eval_split
+  if args["examples_per_class"]:
+    config.data.examples_per_class = args["examples_per_class"]
+    num_classes = (dataset_table.lookup(args["dataset"]).num_classes
+                   if args["dataset"] in dataset_table.KNOWN else
+                   data.dataset_info(data.InputConfig(dataset=name, data_dir=data_dir)).num_classes)
+    train_examples = args["examples_per_class"] * num_classes
+
+  schedule = hyperrule.schedule(train_examples)
+  config.data.precrop, config.data.crop = hyperrule.resolution(
+      image_size, released=args["released_resolution"])
+  config.data.recipe = "finetune"
+  config.data.mixup_alpha = hyperrule.mixup_alpha(train_examples)
+  config.batch_size = args["batch_size"]
+  config.lr = hyperrule.BASE_LR * config.batch_size / hyperrule.BASE_BATCH_SIZE
+  config.warmup_steps = schedule.warmup_steps
+  config.decay_steps = schedule.decay_steps
+  config.total_steps = schedule.total_steps
+  config.momentum = hyperrule.MOMENTUM
+  config.weight_decay = 0.0
+  config.log_every_steps = 50
+  config.eval_every_steps = schedule.total_steps // 5
+  config.checkpoint_every_steps = max(schedule.total_steps // 10, 50)
+  return config
