@@ -60,16 +60,19 @@ def train_batches(cfg: config_lib.InputConfig, global_batch_size: int, seed: int
   index, count = sampling.process(process_index, process_count)
   local_batch = sampling.local_batch_size(global_batch_size, count)
   source = _open(cfg)
-  stream = records.train_stream(source.train_records(index, count), source.num_classes, seed,
-                                index, start_step * local_batch, cfg.shuffle_buffer)
+
+  host_key = preprocess.key(seed, records.AUGMENT, index)
 
   def augment(position, example):
-    rng = preprocess.key(seed, records.AUGMENT, index, position)
+    rng = tf.random.experimental.stateless_fold_in(host_key, position)
     image = preprocess.train_image(example["image"], cfg.recipe, cfg.precrop, cfg.crop, rng)
     return {"image": image, "label": example["label"]}
 
-  ds = stream.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(local_batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = records.train_examples(source.train_records(index, count), source.num_classes, seed,
+                              index, start_step * local_batch, cfg.shuffle_buffer, augment)
+  # A plain batch right after the parallel map lets tf.data fuse the two (map_and_batch), which
+  # writes each image straight into its batch; a parallel batch would copy it once more.
+  ds = ds.batch(local_batch, drop_remainder=True)
   if cfg.mixup_alpha > 0:
     ds = ds.enumerate(start_step).map(
         lambda step, batch: preprocess.mixup(batch, cfg.mixup_alpha,
@@ -96,10 +99,10 @@ def eval_batches(cfg: config_lib.InputConfig, global_batch_size: int, split: str
   source = _open(cfg)
   host_records, num_examples = source.eval_records(split or cfg.eval_split, index, count)
   num_batches = _ceil_div(_ceil_div(num_examples, count), local_batch)
-  real = records.eval_stream(host_records, source.num_classes).map(
+  real = records.eval_examples(
+      host_records, source.num_classes,
       lambda example: {"image": preprocess.eval_image(example["image"], cfg.crop),
-                       "label": example["label"], "mask": tf.constant(1.0)},
-      num_parallel_calls=tf.data.AUTOTUNE)
+                       "label": example["label"], "mask": tf.constant(1.0)})
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros([cfg.crop, cfg.crop, 3]), "label": tf.zeros([source.num_classes]),
       "mask": tf.constant(0.0)}).repeat()

@@ -7,6 +7,7 @@ keyed by (seed, process index, e) only, so a stream can start at any epoch witho
 ones before it, and then skip to a position inside it before any image is decoded.
 """
 
+from collections.abc import Callable
 import dataclasses
 
 import numpy as np
@@ -62,14 +63,20 @@ def _lookup(records: ArrayRecords, num_classes: int):
   return example
 
 
-def train_stream(records: ArrayRecords | StreamRecords, num_classes: int, seed: int,
-                 process_index: int, start: int, shuffle_buffer: int) -> tf.data.Dataset:
+def train_examples(records: ArrayRecords | StreamRecords, num_classes: int, seed: int,
+                   process_index: int, start: int, shuffle_buffer: int,
+                   transform: Callable[[tf.Tensor, dict], dict]) -> tf.data.Dataset:
   """The endless stream of one host's training examples from host position `start` on.
 
-  Position t belongs to epoch t // n at place t % n (n = records.num_examples).
+  Position t belongs to epoch t // n at place t % n (n = records.num_examples). Each example is
+  loaded and transformed in one parallel map, after the skip to `start`.
+
+  Args:
+    transform: (position int64, {"image": encoded bytes, "label": float32 (num_classes,)}) ->
+      the example to yield.
 
   Returns:
-    A dataset of (position int64, {"image": encoded bytes, "label": float32 (num_classes,)}).
+    A dataset of `transform`'s outputs.
   """
   n = records.num_examples
   if n == 0:
@@ -81,20 +88,24 @@ def train_stream(records: ArrayRecords | StreamRecords, num_classes: int, seed: 
   if isinstance(records, ArrayRecords):
     order = epochs.flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
         tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), epoch_key(epoch))))
-    examples = order.skip(offset).map(_lookup(records, num_classes),
-                                      num_parallel_calls=tf.data.AUTOTUNE)
-  else:
-    buffer = min(shuffle_buffer, n)
-    shuffle_seed = lambda epoch: tf.random.stateless_uniform(
-        [], epoch_key(epoch), minval=None, maxval=None, dtype=tf.int64)
-    examples = epochs.flat_map(
-        lambda epoch: records.dataset.shuffle(buffer, seed=shuffle_seed(epoch))).skip(offset)
-  return examples.enumerate(start)
+    lookup = _lookup(records, num_classes)
+    return order.skip(offset).enumerate(start).map(
+        lambda position, index: transform(position, lookup(index)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+  buffer = min(shuffle_buffer, n)
+  shuffle_seed = lambda epoch: tf.random.stateless_uniform(
+      [], epoch_key(epoch), minval=None, maxval=None, dtype=tf.int64)
+  examples = epochs.flat_map(
+      lambda epoch: records.dataset.shuffle(buffer, seed=shuffle_seed(epoch))).skip(offset)
+  return examples.enumerate(start).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def eval_stream(records: ArrayRecords | StreamRecords, num_classes: int) -> tf.data.Dataset:
-  """One pass over a host's examples in their fixed order: {"image": bytes, "label": target}."""
+def eval_examples(records: ArrayRecords | StreamRecords, num_classes: int,
+                  transform: Callable[[dict], dict]) -> tf.data.Dataset:
+  """One pass over a host's examples in their fixed order, each loaded and transformed in one
+  parallel map; `transform` takes {"image": encoded bytes, "label": float32 (num_classes,)}."""
   if isinstance(records, ArrayRecords):
-    return tf.data.Dataset.range(records.num_examples).map(_lookup(records, num_classes),
-                                                           num_parallel_calls=tf.data.AUTOTUNE)
-  return records.dataset
+    lookup = _lookup(records, num_classes)
+    return tf.data.Dataset.range(records.num_examples).map(
+        lambda index: transform(lookup(index)), num_parallel_calls=tf.data.AUTOTUNE)
+  return records.dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
