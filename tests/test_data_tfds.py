@@ -106,3 +106,9 @@ def test_unprepared_imagenet_explains_the_manual_download(tmp_path):
   with pytest.raises(ValueError, match="--manual_dir=") as error:
     data.dataset_info(data.InputConfig(dataset="imagenet2012", data_dir=str(tmp_path)))
   assert "ILSVRC2012_img_train.tar" in str(error.value)
+
+
+def test_image_size_of_a_data_set_outside_the_table_is_measured(mocked):
+  mocked("food101", train=NUM_EXAMPLES, validation=NUM_EXAMPLES)
+  height, width = data.dataset_info(_cfg("food101")).image_size
+  assert 5 <= height < 50 and 5 <= width < 50  # mock_data draws image sides in [5, 50).

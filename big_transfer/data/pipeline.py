@@ -60,7 +60,6 @@ def train_batches(cfg: config_lib.InputConfig, global_batch_size: int, seed: int
   index, count = sampling.process(process_index, process_count)
   local_batch = sampling.local_batch_size(global_batch_size, count)
   source = _open(cfg)
-
   host_key = preprocess.key(seed, records.AUGMENT, index)
 
   def augment(position, example):

@@ -125,7 +125,8 @@ class TfdsSource:
                                                  "label": target(example)},
                                 num_parallel_calls=tf.data.AUTOTUNE)
 
-  def train_records(self, process_index: int, process_count: int):
+  def train_records(self, process_index: int,
+                    process_count: int) -> records.StreamRecords | records.ArrayRecords:
     """This host's share of the training examples (a few-shot draw is held in memory)."""
     if self._cfg.examples_per_class:
       return self._fewshot_records(process_index, process_count)
