@@ -33,7 +33,7 @@ def test_batches_become_global_arrays_with_the_requested_sharding(sharding):
 def test_batches_keep_their_values_and_order(sharding):
   fed = list(device_feed.prefetch_to_mesh(_host_batches(4), sharding, size=2))
   assert len(fed) == 4
-  for expected, actual in zip(_host_batches(4), fed):
+  for expected, actual in zip(_host_batches(4), fed, strict=True):
     for name in expected:
       np.testing.assert_array_equal(np.asarray(actual[name]), expected[name])
 

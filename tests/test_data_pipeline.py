@@ -115,7 +115,7 @@ def test_resuming_at_a_step_yields_the_uninterrupted_stream(data_dir, fewshot):
                                             process_count=2)
   uninterrupted = _take(stream(0), 36)
   resumed = _take(stream(30), 6)
-  for expected, actual in zip(uninterrupted[30:], resumed):
+  for expected, actual in zip(uninterrupted[30:], resumed, strict=True):
     np.testing.assert_array_equal(actual["image"], expected["image"])
     np.testing.assert_array_equal(actual["label"], expected["label"])
 

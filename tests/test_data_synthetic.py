@@ -13,7 +13,7 @@ def _examples(config, split, n):
 
 def test_examples_are_a_pure_function_of_config_split_and_index():
   first, second = _examples("downstream", "train", 5), _examples("downstream", "train", 5)
-  for a, b in zip(first, second):
+  for a, b in zip(first, second, strict=True):
     np.testing.assert_array_equal(a["image"], b["image"])
     assert a["label"] == b["label"]
   test = _examples("downstream", "test", 5)

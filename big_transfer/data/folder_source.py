@@ -107,7 +107,7 @@ def _index_split(folder: str, class_names: tuple[str, ...]) -> FolderSplit:
     paths += files
     labels += [label] * len(files)
   readable, sizes = _check_images(paths)
-  skipped = tuple(path for path, ok in zip(paths, readable) if not ok)
+  skipped = tuple(path for path, ok in zip(paths, readable, strict=True) if not ok)
   for path in skipped:
     logging.warning("Skipping unreadable image %s: it does not decode as a JPEG or PNG.", path)
   return FolderSplit(paths=np.array(paths, dtype=object)[readable],
