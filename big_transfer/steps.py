@@ -109,7 +109,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
       opt_state=keep(opt_state, state.opt_state),
       first_bad_step=jnp.where((state.first_bad_step < 0) & ~finite, state.step,
                                state.first_bad_step))
-  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
 def eval_step(params, batch: dict, *, model: nn.Module,

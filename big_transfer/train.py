@@ -47,7 +47,8 @@ def _build(config) -> Run:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   sharding.check_batch_size(config.batch_size, mesh, config.grad_accum_steps)
   input_cfg = _input_config(config)
-  num_classes = config.num_classes or data.dataset_info(input_cfg).num_classes
+  info = data.dataset_info(input_cfg)
+  num_classes = config.num_classes or info.num_classes
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(config.model_dtype)
   if dtype is None:
     raise ValueError(f"model_dtype must be 'float32' or 'bfloat16', got {config.model_dtype!r}.")
@@ -59,8 +60,12 @@ def _build(config) -> Run:
   abstract = jax.eval_shape(functools.partial(
       steps.create_train_state, model=model, optimizer=optimizer,
       image_shape=(input_cfg.crop, input_cfg.crop, 3)), jax.random.key(0))
+  # What produced the checkpoints: the identity keys checked on resume, and what an export
+  # needs to describe the model (class names, resolution, the whole config).
   record = {"model": config.model, "num_classes": num_classes, "dataset": config.dataset,
-            "seed": config.seed, "batch_size": config.batch_size, "loss": config.loss}
+            "seed": config.seed, "batch_size": config.batch_size, "loss": config.loss,
+            "class_names": list(info.class_names) if info.class_names else None,
+            "config": json.loads(config.to_json())}
   return Run(mesh, input_cfg, model, optimizer, schedule, abstract,
              sharding.param_shardings(abstract, mesh), record)
 

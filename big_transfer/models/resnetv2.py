@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 BLOCKS_PER_DEPTH = {
+    14: (1, 1, 1, 1),  # Not a BiT network: a tiny one for demos and tests.
     26: (2, 2, 2, 2),
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),

@@ -1,0 +1,36 @@
+"""Running `python -m big_transfer.main` in subprocesses, as users and cluster launchers do."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def env_with_devices(num_devices: int, **extra) -> dict:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  env["PYTHONPATH"] = str(REPO)
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def main_args(workdir, data_dir, config="configs/demo.py:smoke", **overrides) -> list[str]:
+  args = [sys.executable, "-m", "big_transfer.main", f"--config={REPO / config}",
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}"]
+  return args + [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def run_main(workdir, data_dir, num_devices=1, timeout=600, env=None, **overrides):
+  """Runs the CLI to completion; returns the CompletedProcess (text output)."""
+  return subprocess.run(main_args(workdir, data_dir, **overrides), cwd=REPO, text=True,
+                        capture_output=True, timeout=timeout,
+                        env=env or env_with_devices(num_devices))
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]

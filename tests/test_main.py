@@ -1,0 +1,98 @@
+"""The command line end to end: training, multi-process, and every user error in one line."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+import cli
+
+
+def _scalars(workdir, tag):
+  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={"tensors": 0})
+  events.Reload()
+  return [(e.step, float(np.asarray(e.tensor_proto.float_val or
+                                    [np.frombuffer(e.tensor_proto.tensor_content, np.float32)[0]])[0]))
+          for e in events.Tensors(tag)]
+
+
+def test_loss_falls_on_the_built_in_data(tmp_path, synthetic_data_dir):
+  result = cli.run_main(tmp_path, synthetic_data_dir, **{
+      "dataset": "bit_synthetic/downstream", "total_steps": 40, "batch_size": 32,
+      "log_every_steps": 10, "checkpoint_every_steps": 40, "lr": 0.1, "warmup_steps": 5,
+      "decay_steps": "(30,)", "fewshot.datasets": "()"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  losses = [loss for _, loss in _scalars(tmp_path, "train/loss")]
+  assert len(losses) == 4
+  assert losses[-1] < 0.8 * losses[0], losses
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["status"] == "completed" and summary["step"] == 40
+  assert summary["eval/examples"] == 500  # The downstream test split, every example once.
+
+
+def test_two_processes_train_as_one_job_and_resume_on_one(tmp_path, synthetic_data_dir):
+  port = cli.free_port()
+  procs = [subprocess.Popen(
+      cli.main_args(tmp_path, synthetic_data_dir, **{"fewshot.shots": "(1,)"}),
+      cwd=cli.REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      env=cli.env_with_devices(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                               JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)) for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  assert "process 0 of 2, 4 local / 8 global devices" in outputs[0][1]
+  assert "process 1 of 2, 4 local / 8 global devices" in outputs[1][1]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["eval/examples"] == 900  # Every upstream test example counted once overall.
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) \
+      == [3, 6]
+  # The 2 x 4 checkpoint resumes on 1 process x 8 devices and on a 4 x 2 mesh.
+  resumed = cli.run_main(tmp_path, synthetic_data_dir, num_devices=8, total_steps=8,
+                         **{"mesh.data": 4, "mesh.fsdp": 2, "fewshot.shots": "(1,)"})
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resuming from the checkpoint at step 6" in resumed.stderr
+  assert json.loads((tmp_path / "summary.json").read_text())["step"] == 8
+
+
+def _fails(result, *fragments):
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in result.stderr, result.stderr[-3000:]
+
+
+def test_unknown_config_key_fails_in_one_line(tmp_path, synthetic_data_dir):
+  _fails(cli.run_main(tmp_path, synthetic_data_dir, learning_rate=0.1), "learning_rate")
+
+
+def test_unknown_data_set_fails_in_one_line(tmp_path, synthetic_data_dir):
+  _fails(cli.run_main(tmp_path, synthetic_data_dir, dataset="cifar11"), "error: ", "cifar11",
+         "cifar10")
+
+
+def test_missing_image_folder_fails_in_one_line(tmp_path, synthetic_data_dir):
+  _fails(cli.run_main(tmp_path, synthetic_data_dir, dataset=f"folder:{tmp_path}/nothing"),
+         "error: ", f"{tmp_path}/nothing")
+
+
+def test_indivisible_batch_fails_in_one_line(tmp_path, synthetic_data_dir):
+  _fails(cli.run_main(tmp_path, synthetic_data_dir, num_devices=8, batch_size=12),
+         "error: ", "12")
+
+
+def test_mesh_that_does_not_match_devices_fails_in_one_line(tmp_path, synthetic_data_dir):
+  _fails(cli.run_main(tmp_path, synthetic_data_dir, num_devices=8, **{"mesh.data": 3}),
+         "error: ", "8")
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoints(tmp_path,
+                                                                      synthetic_data_dir):
+  result = cli.run_main(tmp_path, synthetic_data_dir, lr=1e30, checkpoint_every_steps=1,
+                        log_every_steps=1, warmup_steps=0, total_steps=6)
+  _fails(result, "error: The loss became NaN or infinite at step ")
+  bad_step = int(result.stderr.split("infinite at step ")[1].split(";")[0])
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and max(saved) <= bad_step
+  assert not (tmp_path / "summary.json").exists()

@@ -1,0 +1,112 @@
+"""The jitted train step on different meshes, with accumulation and in bfloat16."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_transfer import hyperrule, models, optim, sharding, steps
+
+MODEL = models.ResNetV2(depth=(1, 1, 1, 1), width=1, num_classes=5)
+OPTIMIZER = optim.make_optimizer(hyperrule.step_decay_schedule(0.1, 1, (2,)), weight_decay=1e-4)
+_ONE_DEVICE = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+
+
+def _batches(n_steps, batch_size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{"image": rng.uniform(-1, 1, (batch_size, 32, 32, 3)).astype(np.float32),
+           "label": np.eye(5, dtype=np.float32)[rng.integers(0, 5, batch_size)]}
+          for _ in range(n_steps)]
+
+
+@functools.cache
+def _compiled(mesh, model, grad_accum_steps):
+  """The jitted init and step as train.py builds them, compiled once per test session."""
+  create = functools.partial(steps.create_train_state, model=model, optimizer=OPTIMIZER,
+                             image_shape=(32, 32, 3))
+  shardings = sharding.param_shardings(jax.eval_shape(create, jax.random.key(0)), mesh,
+                                       min_fsdp_size=2**10)
+  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=OPTIMIZER,
+                                   grad_accum_steps=grad_accum_steps),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return jax.jit(create, out_shardings=shardings), step, shardings
+
+
+def _train(mesh, batches, model=MODEL, grad_accum_steps=1):
+  """Runs the train step as train.py does: sharded state, donated, batch over the mesh."""
+  create, step, shardings = _compiled(mesh, model, grad_accum_steps)
+  state = create(jax.random.key(0))
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
+    losses.append(float(metrics["loss"]))
+  return state, losses, shardings
+
+
+def _assert_params_close(a, b, rtol):
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    scale = max(np.max(np.abs(y)), 1e-6)
+    assert np.max(np.abs(x - y)) / scale <= rtol, jax.tree_util.keystr(path)
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
+  return _train(_ONE_DEVICE, _batches(3))
+
+
+@pytest.mark.parametrize("data, fsdp", [(8, 1), (4, 2)])
+def test_weights_agree_across_meshes(single_device_run, data, fsdp):
+  reference, ref_losses, _ = single_device_run
+  state, losses, shardings = _train(sharding.make_mesh(data, fsdp), _batches(3))
+  if fsdp > 1:  # The comparison means something only if some parameters really are sharded.
+    assert any("fsdp" in s.spec for s in jax.tree.leaves(shardings.params))
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
+  _assert_params_close(state.params, reference.params, rtol=1e-4)
+
+
+def test_gradient_accumulation_equals_full_batch(single_device_run):
+  reference, ref_losses, _ = single_device_run
+  state, losses, _ = _train(sharding.make_mesh(8, 1), _batches(3, batch_size=16),
+                            grad_accum_steps=4)
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  _assert_params_close(state.params, reference.params, rtol=1e-5)
+
+
+def test_bfloat16_training_keeps_float32_state():
+  model = models.ResNetV2(depth=(1, 1, 1, 1), width=1, num_classes=5, dtype=jnp.bfloat16)
+  state, losses, _ = _train(sharding.make_mesh(4, 2), _batches(2), model=model)
+  assert all(np.isfinite(losses))
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+  assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {jnp.dtype(jnp.float32)}
+
+
+def test_non_finite_loss_is_recorded_and_its_update_skipped():
+  batches = _batches(3)
+  batches[1]["image"][0, 0, 0, 0] = np.nan
+  state, losses, _ = _train(_ONE_DEVICE, batches[:2])
+  assert int(state.first_bad_step) == 1 and int(state.step) == 2
+  good, _, _ = _train(_ONE_DEVICE, batches[:1])
+  _assert_params_close(state.params, good.params, rtol=0)
+
+
+def test_eval_step_ignores_padding():
+  params = MODEL.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  batch = _batches(1, batch_size=8)[0]
+  batch["mask"] = np.array([1, 1, 1, 0, 0, 0, 0, 0], np.float32)
+  evaluate = jax.jit(functools.partial(steps.eval_step, model=MODEL))
+  sums = evaluate(params, batch)
+  assert float(sums["count"]) == 3
+  real = {k: v[:3] for k, v in batch.items()}
+  real["mask"] = np.ones(3, np.float32)
+  np.testing.assert_allclose(float(sums["loss"]), float(evaluate(params, real)["loss"]),
+                             rtol=1e-5)
+
+
+def test_unknown_loss_is_explained():
+  with pytest.raises(ValueError, match=r"Unknown loss 'hinge'; choose one of \['sigmoid_xent', "
+                                       r"'softmax_xent'\]"):
+    steps.loss_function("hinge")
