@@ -11,6 +11,7 @@ import logging
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -85,12 +86,23 @@ class Checkpoints:
         if step is not None:
           raise ValueError(f"Checkpoint {self.directory / str(candidate)} cannot be read: "
                            f"{type(e).__name__}: {e}") from None
-        logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); trying the previous "
-                        "one.", self.directory / str(candidate), type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "")
+        logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); moving it aside and "
+                        "trying the previous one.", self.directory / str(candidate),
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        self._set_aside(candidate)
     if steps:
       raise ValueError(f"None of the checkpoints in {self.directory} ({steps}) can be read.")
     return None
+
+  def _set_aside(self, step: int) -> None:
+    """Renames a damaged checkpoint to `<step>.damaged`, kept for inspection.
+
+    Left in place, it would count as the latest step and orbax would skip every save up to it.
+    """
+    if jax.process_index() == 0:
+      (self.directory / str(step)).rename(self.directory / f"{step}.damaged")
+    multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
+    self._manager.reload()
 
   def restore_params(self, step: int | None = None) -> dict:
     """The params of a checkpoint as NumPy arrays on the host (latest step by default)."""

@@ -18,6 +18,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
                                "summary.json (local or gs://).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# 128 + SIGTERM, what a process killed by the preemption signal reports.
+PREEMPTED_EXIT_CODE = 143
+
 # Errors the user can fix: reported in one line, without a traceback.
 _USER_ERRORS = (ValueError, FileNotFoundError, train.NonFiniteLossError,
                 checkpoints.CheckpointMismatchError)
@@ -45,6 +48,9 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   logging.info("Finished at step %d (%s).", summary["step"], summary["status"])
+  if summary["status"] == "preempted":
+    # Non-zero, so schedulers that restart failed jobs (SLURM --requeue, Kubernetes) rerun it.
+    sys.exit(PREEMPTED_EXIT_CODE)
   results = {k: v for k, v in summary.items() if k.startswith(("eval/", "fewshot/"))}
   if results:
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"

@@ -13,14 +13,15 @@ from big_transfer import config as config_lib
 
 def get_config(arg: str = ""):
   config = config_lib.base()
-  config.model = "BiT-S-R26x1"
+  # R14 (one unit per stage) at 32 px: small enough to learn something in minutes on a CPU.
+  config.model = "BiT-S-R14x1"
   config.dataset = "bit_synthetic/upstream"
   config.data.recipe = "upstream"
-  config.data.crop = 48
+  config.data.crop = 32
   config.data.shuffle_buffer = 2_000
-  config.batch_size = 64
+  config.batch_size = 32
   config.total_steps = 300
-  config.lr = 0.03 * config.batch_size / 256 * 4
+  config.lr = 0.05
   config.warmup_steps = 30
   config.decay_steps = (150, 225, 275)
   config.weight_decay = 1e-4
@@ -30,7 +31,7 @@ def get_config(arg: str = ""):
   config.fewshot.datasets = ("bit_synthetic/downstream",)
   config.fewshot.shots = (1, 5, 10)
   if arg == "smoke":
-    config.data.crop = 32
+    config.data.crop = 16
     config.batch_size = 16
     config.total_steps = 6
     config.warmup_steps = 2
