@@ -8,6 +8,7 @@ looks complete, and it deletes old checkpoints only after a newer one is complet
 """
 
 import logging
+import time
 
 import jax
 import numpy as np
@@ -95,12 +96,12 @@ class Checkpoints:
     return None
 
   def _set_aside(self, step: int) -> None:
-    """Renames a damaged checkpoint to `<step>.damaged`, kept for inspection.
+    """Renames a damaged checkpoint to `<step>.damaged-<time>`, kept for inspection.
 
     Left in place, it would count as the latest step and orbax would skip every save up to it.
     """
     if jax.process_index() == 0:
-      (self.directory / str(step)).rename(self.directory / f"{step}.damaged")
+      (self.directory / str(step)).rename(self.directory / f"{step}.damaged-{time.time():.0f}")
     multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
     self._manager.reload()
 

@@ -207,7 +207,7 @@ def save_bit_npz(params, path) -> None:
   path = epath.Path(path)
   tmp = path.parent / f".{path.name}.tmp"
   tmp.write_bytes(buffer.getvalue())
-  tmp.rename(path)
+  tmp.replace(path)
 
 
 @dataclasses.dataclass(frozen=True)

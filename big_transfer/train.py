@@ -121,7 +121,7 @@ def _write_json(path: epath.Path, content: dict) -> None:
   """Writes JSON atomically: a reader never sees a half-written summary."""
   tmp = path.parent / f".{path.name}.tmp"
   tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
-  tmp.rename(path)
+  tmp.replace(path)
 
 
 def _evaluate(config, run: Run, params) -> dict:
@@ -199,8 +199,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
-def _loop(config, run: Run, train_step, state, start: int, ckpts: checkpoints.Checkpoints, batches, writer,
-          progress, preemption: _PreemptionWatch) -> dict:
+def _loop(config, run: Run, train_step, state, start: int, ckpts: checkpoints.Checkpoints,
+          batches, writer, progress, preemption: _PreemptionWatch) -> dict:
   """Steps from `start` to `config.total_steps` or a preemption; returns the summary so far."""
   summary = {"status": "completed", "train": {}}
   pending, last_log = [], time.time()
@@ -230,7 +230,8 @@ def _loop(config, run: Run, train_step, state, start: int, ckpts: checkpoints.Ch
     if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
       _check_finite(state)
       ckpts.save(step, state, run.record, force=step == config.total_steps)
-    if config.eval_every_steps and step % config.eval_every_steps == 0 and step < config.total_steps:
+    if (config.eval_every_steps and step % config.eval_every_steps == 0
+        and step < config.total_steps):
       writer.write_scalars(step, _evaluate(config, run, state.params))
   summary.update(step=step, state=state)
   return summary

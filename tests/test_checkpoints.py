@@ -54,7 +54,7 @@ def _wait_for_step(proc, step, timeout=300):
     if not line:
       break
     lines.append(line)
-    if f"] [{step}] train/loss=" in line:
+    if f"] [{step}] train/" in line:
       return lines
   raise AssertionError(f"step {step} never reported:\n{''.join(lines[-30:])}")
 
@@ -69,7 +69,7 @@ def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_
   assert proc.returncode == 143, err[-3000:]
   preempted_at = _saved_steps(tmp_path)[-1]
   assert after_step <= preempted_at < TOTAL_STEPS
-  assert preempted_at % 3 or preempted_at == after_step  # A save at the signal, not only periodic.
+  assert f"Preempted: saved the checkpoint at step {preempted_at}" in err
   resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resuming from the checkpoint at step {preempted_at}" in resumed.stderr
@@ -99,7 +99,7 @@ def test_damaged_latest_checkpoint_is_skipped_with_a_warning(tmp_path, synthetic
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Checkpoint {tmp_path}/checkpoints/6 is damaged" in resumed.stderr
   assert "Resuming from the checkpoint at step 3" in resumed.stderr
-  assert (tmp_path / "checkpoints" / "6.damaged").is_dir()
+  assert len(list((tmp_path / "checkpoints").glob("6.damaged-*"))) == 1
   assert _saved_steps(tmp_path) == [3, 6]
 
 
@@ -124,6 +124,7 @@ def test_init_from_a_published_layout_npz_with_another_head(tmp_path, synthetic_
   assert "re-initialized head/kernel: checkpoint shape (2048, 7) != model shape (2048, 90)" \
       in result.stderr
   final = _final_params(tmp_path / "run")
-  np.testing.assert_array_equal(final["head"]["bias"], np.zeros(90))
+  # The new head starts at zero; a learning rate of 1e-30 leaves every weight where it began.
+  np.testing.assert_allclose(final["head"]["bias"], np.zeros(90), atol=1e-25)
   np.testing.assert_allclose(final["block3_unit01"]["conv2"]["kernel"],
                              params["block3_unit01"]["conv2"]["kernel"], rtol=1e-6)

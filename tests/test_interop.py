@@ -157,3 +157,11 @@ def test_failed_save_keeps_existing_file(r50_npz, tmp_path):
   with pytest.raises(ValueError, match="not part of a BiT ResNetV2"):
     interop.save_bit_npz({"something": {"kernel": np.zeros(2)}}, out)
   assert out.read_bytes() == path.read_bytes()
+
+
+def test_save_replaces_an_existing_file(r50_npz, tmp_path):
+  path, weights = r50_npz
+  out = tmp_path / "old.npz"
+  out.write_text("an older export")
+  interop.save_bit_npz(interop.load_bit_npz(path), out)
+  assert sorted(np.load(out).files) == sorted(weights)
