@@ -1,0 +1,327 @@
+"""Exports a trained checkpoint for use outside big_transfer: npz, TF SavedModel or flax msgpack.
+
+    python -m big_transfer.export --workdir=DIR --output=PATH [--format=npz|savedmodel|params]
+        [--step=N] [--overwrite]
+
+"npz" is the published BiT layout (timm and the original code load it), "savedmodel" a TF
+SavedModel that takes uint8 images of any size and does the eval preprocessing itself (TF
+Serving, TF Lite), "params" the flax params tree in msgpack (JAX users). Every export
+gets its metadata (model, classes, resolution, preprocessing, training config, step) as JSON:
+`PATH.json` beside a file, `PATH/metadata.json` inside a SavedModel directory. The export is
+written under a temporary name beside PATH and renamed into place, so a failure never leaves a
+half-written output nor destroys an existing one. See docs/export.md.
+"""
+
+import dataclasses
+import importlib.metadata
+import json
+import pathlib
+import re
+import sys
+import uuid
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import app, flags, logging
+from etils import epath
+
+from big_transfer import checkpoints, interop, models
+
+FORMATS = ("npz", "savedmodel", "params")
+# timm's names of the published variants, whose models load our npz (docs/export.md).
+TIMM_MODELS = {name: f"resnetv2_{depth}x{width}_bit"
+               for name, (depth, width) in models.VARIANTS.items()}
+SAVEDMODEL_METADATA = "metadata.json"
+# What an export reads from a checkpoint's record (see train.py).
+_RECORD_KEYS = ("model", "num_classes", "dataset", "loss", "class_names", "config")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """One checkpoint of a run: host float32 params, the run's record, and where it came from."""
+  params: dict
+  record: dict
+  step: int
+  workdir: str
+
+  @property
+  def crop(self) -> int:
+    """Side of the square images the model was trained and evaluated on."""
+    return int(self.record["config"]["data"]["crop"])
+
+  def model(self) -> models.ResNetV2:
+    """The network in float32, whatever `model_dtype` it was trained with."""
+    return models.create(self.record["model"], num_classes=self.record["num_classes"])
+
+
+def load_checkpoint(workdir, step: int | None = None) -> Trained:
+  """Reads a run's checkpoint (the latest complete one by default) and its record."""
+  ckpts = checkpoints.Checkpoints(workdir, every_steps=1, read_only=True)
+  available = ckpts.all_steps()
+  if not available:
+    raise FileNotFoundError(f"No checkpoint in {ckpts.directory}: pass the --workdir of a "
+                            "training run (python -m big_transfer.main ... --workdir=DIR).")
+  if step is None:
+    step = available[-1]
+  elif step not in available:
+    raise ValueError(f"No checkpoint at step {step} in {ckpts.directory}; available steps: "
+                     f"{', '.join(map(str, available))}.")
+  params, record = _restore_on_host(ckpts, step)
+  missing = [key for key in _RECORD_KEYS if key not in record]
+  if missing:
+    raise ValueError(f"The record of checkpoint step {step} in {ckpts.directory} lacks "
+                     f"{', '.join(missing)}, which an export needs; it was written by an older "
+                     "big_transfer, before records held what an export needs.")
+  trained = Trained(jax.tree.map(lambda x: np.asarray(x, np.float32), params), record, step,
+                    str(workdir))
+  _check_params_fit(trained)
+  return trained
+
+
+def _restore_on_host(ckpts: checkpoints.Checkpoints, step: int) -> tuple[dict, dict]:
+  """The params and record of a checkpoint, on this host's CPU whatever devices wrote it.
+
+  `Checkpoints.restore_params` restores with the shardings saved in the checkpoint, which fails
+  on a machine with other devices than the training job's (a pod's checkpoint exported on a
+  workstation); restoring the saved shapes onto one CPU device works anywhere.
+  """
+  try:
+    with ocp.StandardCheckpointer() as reader:
+      saved = reader.metadata(ckpts.directory / str(step) / "state").item_metadata
+  except Exception as e:  # orbax/tensorstore raise many types for damaged files.
+    raise ValueError(f"Checkpoint {ckpts.directory / str(step)} cannot be read: "
+                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
+  state, record, _ = ckpts.restore(abstract, step)
+  return jax.device_get(state["params"]), record
+
+
+def _check_params_fit(trained: Trained) -> None:
+  """The checkpoint's params must be those of the model its record names."""
+  expected = jax.eval_shape(trained.model().init, jax.random.key(0),
+                            jnp.zeros((1, trained.crop, trained.crop, 3)))["params"]
+  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
+                         for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  if shapes(expected) != shapes(trained.params):
+    raise ValueError(f"The params of checkpoint step {trained.step} in {trained.workdir} do not "
+                     f"fit the model its record names ({trained.record['model']} with "
+                     f"{trained.record['num_classes']} classes).")
+
+
+def version() -> str:
+  """big_transfer's version: the installed package's, else the source checkout's setup.py."""
+  try:
+    return importlib.metadata.version("big_transfer")
+  except importlib.metadata.PackageNotFoundError:
+    setup = pathlib.Path(__file__).resolve().parent.parent / "setup.py"
+    match = re.search(r'version="([^"]+)"', setup.read_text()) if setup.exists() else None
+    return match[1] if match else "unknown"
+
+
+def preprocessing(crop: int) -> dict:
+  """The eval preprocessing, in words and numbers: what turns a uint8 RGB image into input."""
+  return {
+      "description": (f"RGB uint8 image (height, width, 3) -> bilinear resize of the whole "
+                      f"image to {crop}x{crop} (tf.image.resize, no antialiasing, no crop, "
+                      "aspect ratio not kept) -> x / 127.5 - 1, float32 in [-1, 1]."),
+      "resize": {"height": crop, "width": crop, "method": "bilinear", "antialias": False},
+      "scale": 1 / 127.5,
+      "offset": -1.0,
+      "input_range": [0, 255],
+      "output_range": [-1.0, 1.0],
+      "channels": "RGB",
+  }
+
+
+def metadata(trained: Trained, format: str) -> dict:
+  """What a user of the export needs to know, JSON-ready."""
+  depth, width = models.parse_name(trained.record["model"])
+  name = f"R{depth}x{width}"
+  crop = trained.crop
+  activation = "sigmoid" if trained.record["loss"] == "sigmoid_xent" else "softmax"
+  if format == "savedmodel":
+    inputs = {"signature": "serving_default", "name": "images", "dtype": "uint8",
+              "shape": [None, None, None, 3], "preprocessing_included": True}
+  else:
+    inputs = {"dtype": "float32", "shape": [None, crop, crop, 3],
+              "preprocessing_included": False}
+  return {
+      "format": format,
+      "model": trained.record["model"],
+      "architecture": name,
+      "depth": depth,
+      "width": width,
+      "blocks": list(models.blocks_for(depth)),
+      "timm_model": TIMM_MODELS.get(name),
+      "num_classes": trained.record["num_classes"],
+      "class_names": trained.record.get("class_names"),
+      "output": {"name": "logits", "dtype": "float32",
+                 "shape": [None, trained.record["num_classes"]],
+                 "activation": activation},
+      "input": inputs,
+      "resolution": [crop, crop],
+      "preprocessing": preprocessing(crop),
+      "dtype": "float32",
+      "num_params": int(sum(x.size for x in jax.tree.leaves(trained.params))),
+      "dataset": trained.record["dataset"],
+      "step": trained.step,
+      "workdir": trained.workdir,
+      "training_config": trained.record["config"],
+      "big_transfer_version": version(),
+  }
+
+
+def metadata_path(output, format: str) -> epath.Path:
+  """Where the metadata of an export goes: `PATH.json`, or `PATH/metadata.json` for a SavedModel."""
+  output = epath.Path(output)
+  if format == "savedmodel":
+    return output / SAVEDMODEL_METADATA
+  return output.parent / f"{output.name}.json"
+
+
+def serving_module(trained: Trained):
+  """A `tf.Module` whose `serve(images)` maps uint8 (B, H, W, 3) to {"logits": float32 (B, K)}.
+
+  The resize to crop x crop and the scaling run as TF ops; the network is the JAX model
+  lowered with jax2tf's native serialization (StableHLO in an XlaCallModule op) for CPU, CUDA
+  and TPU, with a polymorphic batch. Params are TF variables, so a large model's weights go to
+  the SavedModel's variables/ rather than into its 2 GB-limited graph.
+  """
+  import tensorflow as tf  # Only this format needs TensorFlow in the exporting process.
+  from jax.experimental import jax2tf
+
+  model, crop = trained.model(), trained.crop
+  leaves, treedef = jax.tree.flatten(trained.params)
+  variables = [tf.Variable(leaf, trainable=False) for leaf in leaves]
+  network = jax2tf.convert(
+      lambda params, images: model.apply({"params": params}, images),
+      polymorphic_shapes=[None, f"(batch, {crop}, {crop}, 3)"], with_gradient=False,
+      native_serialization_platforms=("cpu", "cuda", "tpu"))
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+  def serve(images):
+    # Resizing float32 rather than uint8 gives the same values and keeps it a TF Lite builtin.
+    resized = tf.image.resize(tf.cast(images, tf.float32), (crop, crop), method="bilinear")
+    logits = network(jax.tree.unflatten(treedef, variables), resized / 127.5 - 1.0)
+    return {"logits": logits}
+
+  module = tf.Module()
+  module.variables_ = variables  # Tracked, so they are saved with the module.
+  module.serve = serve
+  return module
+
+
+def _write_npz(trained: Trained, path: epath.Path) -> None:
+  interop.save_bit_npz(trained.params, path)
+
+
+def _write_params(trained: Trained, path: epath.Path) -> None:
+  path.write_bytes(flax.serialization.msgpack_serialize(trained.params))
+
+
+def _write_savedmodel(trained: Trained, path: epath.Path) -> None:
+  import tensorflow as tf
+  module = serving_module(trained)
+  tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+_WRITERS = {"npz": _write_npz, "savedmodel": _write_savedmodel, "params": _write_params}
+
+
+def _check_output(output: epath.Path, format: str, overwrite: bool) -> None:
+  targets = [output] if format == "savedmodel" else [output, metadata_path(output, format)]
+  existing = [str(t) for t in targets if t.exists()]
+  if existing and not overwrite:
+    raise FileExistsError(f"{' and '.join(existing)} already "
+                          f"{'exists' if len(existing) == 1 else 'exist'}; pass --overwrite to "
+                          "replace it, or choose another --output.")
+  if output.is_dir() and not (output / "saved_model.pb").exists():
+    raise FileExistsError(f"{output} is a directory but not a SavedModel; refusing to replace "
+                          "it even with --overwrite. Choose another --output.")
+
+
+def _put_in_place(staged: epath.Path, final: epath.Path) -> None:
+  """Renames `staged` to `final`; an existing `final` is moved aside first and deleted last."""
+  aside = None
+  if final.exists():
+    aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    final.rename(aside)
+  try:
+    staged.rename(final)
+  except BaseException:
+    if aside is not None:
+      aside.rename(final)
+    raise
+  if aside is not None:
+    aside.rmtree() if aside.is_dir() else aside.unlink()
+
+
+def export(workdir, output, format: str = "npz", step: int | None = None,
+           overwrite: bool = False) -> dict:
+  """Exports a run's checkpoint to `output` in `format`; returns the metadata written beside it.
+
+  Args:
+    workdir: the training run's --workdir (local or gs://).
+    output: the file (npz, params) or directory (savedmodel) to create.
+    format: one of FORMATS.
+    step: the checkpoint to export; None for the latest complete one.
+    overwrite: replace an existing export at `output`.
+  """
+  if format not in FORMATS:
+    raise ValueError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
+  output = epath.Path(output)
+  _check_output(output, format, overwrite)
+  trained = load_checkpoint(workdir, step)
+  info = metadata(trained, format)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  staged = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+  staged_metadata = metadata_path(staged, format)
+  try:
+    _WRITERS[format](trained, staged)
+    staged_metadata.write_text(json.dumps(info, indent=2))
+    _put_in_place(staged, output)
+    if format != "savedmodel":
+      _put_in_place(staged_metadata, metadata_path(output, format))
+  finally:
+    for leftover in (staged, staged_metadata):
+      if leftover.is_dir():
+        leftover.rmtree()
+      elif leftover.exists():
+        leftover.unlink()
+  return info
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program, so importing the library registers no flags.
+  flags.DEFINE_string("workdir", None, "The training run's --workdir.")
+  flags.DEFINE_string("output", None, "File (npz, params) or directory (savedmodel) to write; "
+                      "its metadata goes to PATH.json, or PATH/metadata.json for a SavedModel.")
+  flags.DEFINE_string("format", "npz", f"One of {', '.join(FORMATS)}.")
+  flags.DEFINE_integer("step", None, "Checkpoint step to export; default: the latest.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing export at --output.")
+  flags.mark_flags_as_required(["workdir", "output"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  # orbax and TF log every step of a restore and a save; this program reports in one line.
+  logging.set_verbosity(logging.ERROR)
+  args = flags.FLAGS
+  try:
+    info = export(args.workdir, args.output, args.format, args.step, args.overwrite)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"Exported {info['model']} step {info['step']} ({info['num_classes']} classes, "
+        f"{info['resolution'][0]} px) as {info['format']} to {args.output}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
