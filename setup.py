@@ -1,10 +1,15 @@
 """Installs big_transfer: BiT (ResNet-v2 GN+WS) pre-training and transfer in JAX/Flax."""
 
+import re
+
 import setuptools
+
+# One source for the version: the package itself.
+VERSION = re.search(r'__version__ = "([^"]+)"', open("big_transfer/__init__.py").read())[1]
 
 setuptools.setup(
     name="big_transfer",
-    version="0.1.0",
+    version=VERSION,
     description="Big Transfer (BiT) in JAX/Flax: pod-scale pre-training and BiT-HyperRule transfer.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -11,7 +11,6 @@ import logging
 import time
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from etils import epath
@@ -106,15 +105,24 @@ class Checkpoints:
     self._manager.reload()
 
   def restore_params(self, step: int | None = None) -> dict:
-    """The params of a checkpoint as NumPy arrays on the host (latest step by default)."""
+    """The params of a checkpoint as NumPy arrays (latest step by default).
+
+    Restores onto this process's CPU with the saved shapes, so it works on any machine, whatever
+    devices wrote the checkpoint (a pod's run exported on a workstation).
+    """
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise ValueError(f"No checkpoint in {self.directory}.")
-    metadata = self._manager.item_metadata(step)["state"]
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(restore_args=restore_args)))
-    return restored["state"]["params"]
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        saved = reader.metadata(self.directory / str(step) / "state").item_metadata
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files.
+      raise ValueError(f"Checkpoint {self.directory / str(step)} cannot be read: "
+                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
+    state, _, _ = self.restore(abstract, step)
+    return jax.device_get(state["params"])
 
   def wait(self) -> None:
     """Blocks until pending saves are on disk."""

@@ -6,7 +6,6 @@ argument, so repeated evaluations in one run compile once.
 """
 
 import dataclasses
-import functools
 
 import jax
 import numpy as np

@@ -13,10 +13,7 @@ half-written output nor destroys an existing one. See docs/export.md.
 """
 
 import dataclasses
-import importlib.metadata
 import json
-import pathlib
-import re
 import sys
 import uuid
 
@@ -24,10 +21,10 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags, logging
 from etils import epath
 
+import big_transfer
 from big_transfer import checkpoints, interop, models
 
 FORMATS = ("npz", "savedmodel", "params")
@@ -69,7 +66,7 @@ def load_checkpoint(workdir, step: int | None = None) -> Trained:
   elif step not in available:
     raise ValueError(f"No checkpoint at step {step} in {ckpts.directory}; available steps: "
                      f"{', '.join(map(str, available))}.")
-  params, record = _restore_on_host(ckpts, step)
+  params, record = ckpts.restore_params(step), ckpts.read_record(step)
   missing = [key for key in _RECORD_KEYS if key not in record]
   if missing:
     raise ValueError(f"The record of checkpoint step {step} in {ckpts.directory} lacks "
@@ -79,25 +76,6 @@ def load_checkpoint(workdir, step: int | None = None) -> Trained:
                     str(workdir))
   _check_params_fit(trained)
   return trained
-
-
-def _restore_on_host(ckpts: checkpoints.Checkpoints, step: int) -> tuple[dict, dict]:
-  """The params and record of a checkpoint, on this host's CPU whatever devices wrote it.
-
-  `Checkpoints.restore_params` restores with the shardings saved in the checkpoint, which fails
-  on a machine with other devices than the training job's (a pod's checkpoint exported on a
-  workstation); restoring the saved shapes onto one CPU device works anywhere.
-  """
-  try:
-    with ocp.StandardCheckpointer() as reader:
-      saved = reader.metadata(ckpts.directory / str(step) / "state").item_metadata
-  except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-    raise ValueError(f"Checkpoint {ckpts.directory / str(step)} cannot be read: "
-                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
-  state, record, _ = ckpts.restore(abstract, step)
-  return jax.device_get(state["params"]), record
 
 
 def _check_params_fit(trained: Trained) -> None:
@@ -110,16 +88,6 @@ def _check_params_fit(trained: Trained) -> None:
     raise ValueError(f"The params of checkpoint step {trained.step} in {trained.workdir} do not "
                      f"fit the model its record names ({trained.record['model']} with "
                      f"{trained.record['num_classes']} classes).")
-
-
-def version() -> str:
-  """big_transfer's version: the installed package's, else the source checkout's setup.py."""
-  try:
-    return importlib.metadata.version("big_transfer")
-  except importlib.metadata.PackageNotFoundError:
-    setup = pathlib.Path(__file__).resolve().parent.parent / "setup.py"
-    match = re.search(r'version="([^"]+)"', setup.read_text()) if setup.exists() else None
-    return match[1] if match else "unknown"
 
 
 def preprocessing(crop: int) -> dict:
@@ -171,7 +139,7 @@ def metadata(trained: Trained, format: str) -> dict:
       "step": trained.step,
       "workdir": trained.workdir,
       "training_config": trained.record["config"],
-      "big_transfer_version": version(),
+      "big_transfer_version": big_transfer.__version__,
   }
 
 

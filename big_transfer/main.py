@@ -22,8 +22,22 @@ flags.mark_flags_as_required(["config", "workdir"])
 PREEMPTED_EXIT_CODE = 143
 
 # Errors the user can fix: reported in one line, without a traceback.
-_USER_ERRORS = (ValueError, FileNotFoundError, train.NonFiniteLossError,
+_USER_ERRORS = (ValueError, OSError, train.NonFiniteLossError,
                 checkpoints.CheckpointMismatchError)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad --config value reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises these for keys the locked config does not have or bad values.
+    bad = [arg for arg in argv[1:] if arg.startswith("--config.")]
+    print(f"error: cannot apply {' '.join(bad)}: {e}. Every --config.KEY must be a key of the "
+          "recipe (see big_transfer/config.py) with a value of its type.", file=sys.stderr)
+  sys.exit(1)
 
 
 def _quiet_libraries() -> None:
@@ -58,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -170,8 +170,8 @@ def _expected_metadata(format: str, workdir) -> dict:
       "class_names": CLASS_NAMES, "resolution": [CROP, CROP], "dtype": "float32",
       "dataset": "bit_synthetic/upstream", "step": STEPS[-1], "workdir": str(workdir),
       "training_config": _record()["config"],
-      "big_transfer_version": re.search(r'version="([^"]+)"',
-                                        (cli.REPO / "setup.py").read_text())[1],
+      "big_transfer_version": re.search(r'__version__ = "([^"]+)"',
+                                        (cli.REPO / "big_transfer/__init__.py").read_text())[1],
   }
 
 

@@ -4,7 +4,6 @@ import json
 import subprocess
 
 import numpy as np
-import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 import cli
@@ -21,8 +20,9 @@ def _scalars(workdir, tag):
 def test_loss_falls_on_the_built_in_data(tmp_path, synthetic_data_dir):
   result = cli.run_main(tmp_path, synthetic_data_dir, **{
       "dataset": "bit_synthetic/downstream", "total_steps": 40, "batch_size": 32,
-      "log_every_steps": 10, "checkpoint_every_steps": 40, "lr": 0.1, "warmup_steps": 5,
-      "decay_steps": "(30,)", "fewshot.datasets": "()"})
+      "log_every_steps": 10, "checkpoint_every_steps": 40, "lr": 0.01, "warmup_steps": 5,
+      "decay_steps": "(30,)", "fewshot.datasets": "()", "data.recipe": "finetune",
+      "data.precrop": 18})
   assert result.returncode == 0, result.stderr[-3000:]
   losses = [loss for _, loss in _scalars(tmp_path, "train/loss")]
   assert len(losses) == 4
