@@ -184,13 +184,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     preemption)
   finally:
     batches.close()  # Stops the prefetch thread before evaluation or interpreter exit.
+    ckpts.wait()  # A save in flight completes even when the loop failed.
   if summary["status"] == "completed":
     results = _evaluate(config, run, summary.pop("state").params)
     writer.write_scalars(summary["step"], results)
     summary.update(results)
   else:
     summary.pop("state")
-  ckpts.wait()
   ckpts.close()
   writer.flush()
   summary["config"] = config.to_dict()
