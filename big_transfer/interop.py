@@ -129,11 +129,11 @@ def _read_npz(path) -> dict[str, np.ndarray]:
   return arrays
 
 
-def _expected_shapes(blocks, width, num_classes) -> dict[str, tuple[int, ...]]:
+def _param_shapes(blocks, width, num_classes) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Shapes of the params of a `ResNetV2`, by flax path, without computing anything."""
   model = ResNetV2(depth=blocks, width=width, num_classes=num_classes)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"]
-  return {_published_key(p): _to_published(p, np.empty(s.shape, np.uint8)).shape
-          for p, s in _flatten(shapes).items()}
+  return {path: tuple(s.shape) for path, s in _flatten(shapes).items()}
 
 
 def _architecture(arrays: dict[str, np.ndarray], path) -> tuple[tuple[int, ...], int, int | None]:
@@ -174,7 +174,9 @@ def load_bit_npz(path) -> dict:
   """
   arrays = _read_npz(path)
   blocks, width, num_classes = _architecture(arrays, path)
-  expected = _expected_shapes(blocks, width, num_classes)
+  param_shapes = _param_shapes(blocks, width, num_classes)
+  expected = {_published_key(p): _to_published(p, np.empty(shape, np.uint8)).shape
+              for p, shape in param_shapes.items()}
   missing = sorted(set(expected) - set(arrays))
   if missing:
     raise ValueError(f"{path}: missing {len(missing)} array(s) of an R{depth_of(blocks)}x{width}, "
@@ -187,11 +189,8 @@ def load_bit_npz(path) -> dict:
     if arrays[key].shape != shape:
       raise ValueError(f"{path}: {key!r} has shape {arrays[key].shape}, expected {shape} for an "
                        f"R{depth_of(blocks)}x{width}.")
-  model_paths = _flatten(jax.eval_shape(
-      ResNetV2(depth=blocks, width=width, num_classes=num_classes).init,
-      jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"])
   return _unflatten({p: _from_published(p, arrays[_published_key(p)].astype(np.float32))
-                     for p in model_paths})
+                     for p in param_shapes})
 
 
 def save_bit_npz(params, path) -> None:
