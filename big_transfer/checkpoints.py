@@ -15,14 +15,14 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from etils import epath
 
-from big_transfer import interop
+from big_transfer import errors, interop
 
 # Keys of the run record that must match to resume a workdir: a different value means the
 # checkpoint belongs to another experiment.
 IDENTITY_KEYS = ("model", "num_classes", "dataset", "seed", "batch_size", "loss")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.CheckpointError):
   """The workdir holds checkpoints of a different experiment."""
 
 
@@ -39,7 +39,7 @@ class Checkpoints:
       read_only: open existing checkpoints without creating or deleting anything (export).
     """
     if every_steps < 1:
-      raise ValueError(f"checkpoint_every_steps must be >= 1, got {every_steps}.")
+      raise errors.ConfigError(f"checkpoint_every_steps must be >= 1, got {every_steps}.")
     self.directory = epath.Path(workdir) / "checkpoints"
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every_steps, max_to_keep=keep, keep_period=keep_every,
@@ -75,7 +75,7 @@ class Checkpoints:
     """
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     if step is not None and step not in self.all_steps():
-      raise ValueError(f"No checkpoint at step {step} in {self.directory}; available steps: "
+      raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; available steps: "
                        f"{self.all_steps() or 'none'}.")
     for candidate in steps:
       try:
@@ -84,14 +84,14 @@ class Checkpoints:
         return restored["state"], restored["record"], candidate
       except Exception as e:  # orbax/tensorstore raise many types for damaged files.
         if step is not None:
-          raise ValueError(f"Checkpoint {self.directory / str(candidate)} cannot be read: "
+          raise errors.CheckpointError(f"Checkpoint {self.directory / str(candidate)} cannot be read: "
                            f"{type(e).__name__}: {e}") from None
         logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); moving it aside and "
                         "trying the previous one.", self.directory / str(candidate),
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         self._set_aside(candidate)
     if steps:
-      raise ValueError(f"None of the checkpoints in {self.directory} ({steps}) can be read.")
+      raise errors.CheckpointError(f"None of the checkpoints in {self.directory} ({steps}) can be read.")
     return None
 
   def _set_aside(self, step: int) -> None:
@@ -112,12 +112,12 @@ class Checkpoints:
     """
     step = self._manager.latest_step() if step is None else step
     if step is None:
-      raise ValueError(f"No checkpoint in {self.directory}.")
+      raise errors.CheckpointError(f"No checkpoint in {self.directory}.")
     try:
       with ocp.StandardCheckpointer() as reader:
         saved = reader.metadata(self.directory / str(step) / "state").item_metadata
     except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-      raise ValueError(f"Checkpoint {self.directory / str(step)} cannot be read: "
+      raise errors.CheckpointError(f"Checkpoint {self.directory / str(step)} cannot be read: "
                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
@@ -157,6 +157,6 @@ def load_params(path) -> dict:
   if path.suffix == ".npz":
     return interop.load_bit_npz(path)
   if not (path / "checkpoints").exists():
-    raise FileNotFoundError(f"{path} is neither a .npz file nor a workdir with checkpoints; "
+    raise errors.CheckpointError(f"{path} is neither a .npz file nor a workdir with checkpoints; "
                             "pass a published BiT .npz or the --workdir of an earlier run.")
   return Checkpoints(path, every_steps=1, read_only=True).restore_params()

@@ -6,6 +6,8 @@ Recipes start from `base()` and override; the command line may set only keys pre
 
 import ml_collections
 
+from big_transfer import data, errors
+
 
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -14,13 +16,8 @@ def base() -> ml_collections.ConfigDict:
   config.num_classes = 0              # 0: the data set's number of classes.
   config.init = ""                    # pretrained weights: a published .npz or a run's workdir.
 
-  config.dataset = "bit_synthetic/upstream"   # TFDS name, or folder:/path.
-  config.data = ml_collections.ConfigDict(dict(
-      data_dir=ml_collections.FieldReference(None, field_type=str),
-      train_split="train", eval_split="test", recipe="upstream", precrop=256, crop=224,
-      mixup_alpha=0.0, multilabel=False,
-      examples_per_class=ml_collections.FieldReference(None, field_type=int),
-      fewshot_seed=0, shuffle_buffer=10_000))
+  config.dataset = data.InputConfig.dataset   # TFDS name, or folder:/path.
+  config.data = data.config_section()         # big_transfer.data.InputConfig's other fields.
 
   config.seed = 0
   config.batch_size = 4096            # global, over all devices and hosts.
@@ -56,18 +53,18 @@ def parse_arg(arg: str, **defaults) -> dict:
   for item in filter(None, (part.strip() for part in arg.split(","))):
     key, sep, value = item.partition("=")
     if not sep or key not in defaults:
-      raise ValueError(f"Config argument {item!r} is not one of key=value with key in "
+      raise errors.ConfigError(f"Config argument {item!r} is not one of key=value with key in "
                        f"{sorted(defaults)}.")
     default = defaults[key]
     if isinstance(default, bool):
       if value.lower() not in ("true", "false", "1", "0"):
-        raise ValueError(f"Config argument {key} must be true or false, got {value!r}.")
+        raise errors.ConfigError(f"Config argument {key} must be true or false, got {value!r}.")
       values[key] = value.lower() in ("true", "1")
     elif isinstance(default, (int, float)):
       try:
         values[key] = type(default)(value)
       except ValueError:
-        raise ValueError(f"Config argument {key} must be a {type(default).__name__}, "
+        raise errors.ConfigError(f"Config argument {key} must be a {type(default).__name__}, "
                          f"got {value!r}.") from None
     else:
       values[key] = value

@@ -25,7 +25,7 @@ from absl import app, flags, logging
 from etils import epath
 
 import big_transfer
-from big_transfer import checkpoints, interop, models
+from big_transfer import checkpoints, errors, interop, models
 
 FORMATS = ("npz", "savedmodel", "params")
 # timm's names of the published variants, whose models load our npz (docs/export.md).
@@ -59,17 +59,17 @@ def load_checkpoint(workdir, step: int | None = None) -> Trained:
   ckpts = checkpoints.Checkpoints(workdir, every_steps=1, read_only=True)
   available = ckpts.all_steps()
   if not available:
-    raise FileNotFoundError(f"No checkpoint in {ckpts.directory}: pass the --workdir of a "
+    raise errors.CheckpointError(f"No checkpoint in {ckpts.directory}: pass the --workdir of a "
                             "training run (python -m big_transfer.main ... --workdir=DIR).")
   if step is None:
     step = available[-1]
   elif step not in available:
-    raise ValueError(f"No checkpoint at step {step} in {ckpts.directory}; available steps: "
+    raise errors.CheckpointError(f"No checkpoint at step {step} in {ckpts.directory}; available steps: "
                      f"{', '.join(map(str, available))}.")
   params, record = ckpts.restore_params(step), ckpts.read_record(step)
   missing = [key for key in _RECORD_KEYS if key not in record]
   if missing:
-    raise ValueError(f"The record of checkpoint step {step} in {ckpts.directory} lacks "
+    raise errors.CheckpointError(f"The record of checkpoint step {step} in {ckpts.directory} lacks "
                      f"{', '.join(missing)}, which an export needs; it was written by an older "
                      "big_transfer, before records held what an export needs.")
   trained = Trained(jax.tree.map(lambda x: np.asarray(x, np.float32), params), record, step,
@@ -85,7 +85,7 @@ def _check_params_fit(trained: Trained) -> None:
   shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
                          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
   if shapes(expected) != shapes(trained.params):
-    raise ValueError(f"The params of checkpoint step {trained.step} in {trained.workdir} do not "
+    raise errors.CheckpointError(f"The params of checkpoint step {trained.step} in {trained.workdir} do not "
                      f"fit the model its record names ({trained.record['model']} with "
                      f"{trained.record['num_classes']} classes).")
 
@@ -205,11 +205,11 @@ def _check_output(output: epath.Path, format: str, overwrite: bool) -> None:
   targets = [output] if format == "savedmodel" else [output, metadata_path(output, format)]
   existing = [str(t) for t in targets if t.exists()]
   if existing and not overwrite:
-    raise FileExistsError(f"{' and '.join(existing)} already "
+    raise errors.ConfigError(f"{' and '.join(existing)} already "
                           f"{'exists' if len(existing) == 1 else 'exist'}; pass --overwrite to "
                           "replace it, or choose another --output.")
   if output.is_dir() and not (output / "saved_model.pb").exists():
-    raise FileExistsError(f"{output} is a directory but not a SavedModel; refusing to replace "
+    raise errors.ConfigError(f"{output} is a directory but not a SavedModel; refusing to replace "
                           "it even with --overwrite. Choose another --output.")
 
 
@@ -241,7 +241,7 @@ def export(workdir, output, format: str = "npz", step: int | None = None,
     overwrite: replace an existing export at `output`.
   """
   if format not in FORMATS:
-    raise ValueError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
+    raise errors.ConfigError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
   output = epath.Path(output)
   _check_output(output, format, overwrite)
   trained = load_checkpoint(workdir, step)
@@ -283,7 +283,7 @@ def main(argv):
   args = flags.FLAGS
   try:
     info = export(args.workdir, args.output, args.format, args.step, args.overwrite)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
+  except errors.UserError as e:  # Anything else keeps its traceback.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(f"Exported {info['model']} step {info['step']} ({info['num_classes']} classes, "

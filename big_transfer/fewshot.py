@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_transfer import errors
+
 # In units of the standardized features (each has unit variance over the training examples).
 DEFAULT_L2_REG = 1.0
 # Keeps features that are constant over the few training examples (dead ReLUs) at 0, not NaN.
@@ -105,7 +107,7 @@ def fewshot_indices(labels: np.ndarray, shots: int, seed: int,
   for label in classes:
     members = np.flatnonzero(labels == label)
     if len(members) < shots:
-      raise ValueError(f"Class {label} has {len(members)} examples, fewer than shots={shots}; "
+      raise errors.DataError(f"Class {label} has {len(members)} examples, fewer than shots={shots}; "
                        "lower the shots or use a larger split.")
     chosen.append(rng.choice(members, size=shots, replace=False))
   return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -9,6 +9,8 @@ import dataclasses
 
 import optax
 
+from big_transfer import errors
+
 # Below this many pixels of image area a task counts as low resolution.
 _SMALL_IMAGE_AREA = 96 * 96
 # Task sizes (labelled training examples) that separate small, medium and large tasks.
@@ -31,7 +33,7 @@ class Schedule:
 
 def _check_positive(name: str, value) -> None:
   if value <= 0:
-    raise ValueError(f"{name} must be positive, got {value!r}.")
+    raise errors.ConfigError(f"{name} must be positive, got {value!r}.")
 
 
 def resolution(image_size: tuple[int, int], released: bool = False) -> tuple[int, int]:
@@ -75,9 +77,9 @@ def step_decay_schedule(base_lr: float, warmup_steps: int,
   """
   _check_positive("base_lr", base_lr)
   if warmup_steps < 0:
-    raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    raise errors.ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}.")
   if list(decay_steps) != sorted(decay_steps):
-    raise ValueError(f"decay_steps must be increasing, got {tuple(decay_steps)}.")
+    raise errors.ConfigError(f"decay_steps must be increasing, got {tuple(decay_steps)}.")
   boundaries = {int(step) + 1: factor for step in decay_steps}
   decayed = optax.piecewise_constant_schedule(base_lr, boundaries)
   if warmup_steps == 0:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from big_transfer import errors
 from big_transfer.models.resnetv2 import BLOCKS_PER_DEPTH, ResNetV2, depth_of
 
 _ROOT_KERNEL = "resnet/root_block/standardized_conv2d/kernel"
@@ -109,22 +110,22 @@ def _from_published(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
 def _read_npz(path) -> dict[str, np.ndarray]:
   path = epath.Path(path)
   if not path.exists():
-    raise FileNotFoundError(f"No BiT checkpoint at {path}: check the path (local or gs://).")
+    raise errors.CheckpointError(f"No BiT checkpoint at {path}: check the path (local or gs://).")
   data = path.read_bytes()
   try:
     archive = np.load(io.BytesIO(data), allow_pickle=False)
   except (ValueError, OSError, zipfile.BadZipFile) as e:
-    raise ValueError(f"{path} is not an .npz file ({e}); BiT checkpoints are flat .npz "
+    raise errors.CheckpointError(f"{path} is not an .npz file ({e}); BiT checkpoints are flat .npz "
                      "archives such as BiT-M-R50x1.npz.") from None
   if not isinstance(archive, np.lib.npyio.NpzFile):
-    raise ValueError(f"{path} is a single .npy array, not an .npz archive of named arrays.")
+    raise errors.CheckpointError(f"{path} is a single .npy array, not an .npz archive of named arrays.")
   arrays = {}
   with archive:
     for key in archive.files:
       try:
         arrays[key] = archive[key]
       except ValueError as e:
-        raise ValueError(f"{path}: array {key!r} needs pickle to load ({e}); refusing it, as "
+        raise errors.CheckpointError(f"{path}: array {key!r} needs pickle to load ({e}); refusing it, as "
                          "pickled data can run code. Re-save it as a plain numeric array.") from None
   return arrays
 
@@ -139,20 +140,20 @@ def _param_shapes(blocks, width, num_classes) -> dict[tuple[str, ...], tuple[int
 def _architecture(arrays: dict[str, np.ndarray], path) -> tuple[tuple[int, ...], int, int | None]:
   """Reads (blocks, width, num_classes) off the arrays of a published-layout file."""
   if _ROOT_KERNEL not in arrays:
-    raise ValueError(f"{path} lacks {_ROOT_KERNEL!r}: not a BiT ResNet-v2 checkpoint in the "
+    raise errors.CheckpointError(f"{path} lacks {_ROOT_KERNEL!r}: not a BiT ResNet-v2 checkpoint in the "
                      "published layout.")
   root = arrays[_ROOT_KERNEL].shape
   if len(root) != 4 or root[:3] != (7, 7, 3) or root[3] % 64:
-    raise ValueError(f"{path}: {_ROOT_KERNEL} has shape {root}, expected (7, 7, 3, 64 * width).")
+    raise errors.CheckpointError(f"{path}: {_ROOT_KERNEL} has shape {root}, expected (7, 7, 3, 64 * width).")
   units: dict[int, list[int]] = {}
   for key in arrays:
     if match := _UNIT_KEY.match(key):
       units.setdefault(int(match[1]), []).append(int(match[2]))
   if sorted(units) != [1, 2, 3, 4]:
-    raise ValueError(f"{path}: found stages {sorted(units)}, expected block1..block4.")
+    raise errors.CheckpointError(f"{path}: found stages {sorted(units)}, expected block1..block4.")
   for stage, found in units.items():
     if sorted(found) != list(range(1, len(found) + 1)):
-      raise ValueError(f"{path}: block{stage} has units {sorted(found)}, expected 1..{len(found)}.")
+      raise errors.CheckpointError(f"{path}: block{stage} has units {sorted(found)}, expected 1..{len(found)}.")
   head = arrays.get(_HEAD_KERNEL)
   num_classes = None if head is None else int(head.shape[-1])
   return tuple(len(units[s]) for s in (1, 2, 3, 4)), root[3] // 64, num_classes
@@ -179,15 +180,15 @@ def load_bit_npz(path) -> dict:
               for p, shape in param_shapes.items()}
   missing = sorted(set(expected) - set(arrays))
   if missing:
-    raise ValueError(f"{path}: missing {len(missing)} array(s) of an R{depth_of(blocks)}x{width}, "
+    raise errors.CheckpointError(f"{path}: missing {len(missing)} array(s) of an R{depth_of(blocks)}x{width}, "
                      f"first {missing[0]!r} with shape {expected[missing[0]]}.")
   unexpected = sorted(set(arrays) - set(expected))
   if unexpected:
-    raise ValueError(f"{path}: unexpected array {unexpected[0]!r} (shape "
+    raise errors.CheckpointError(f"{path}: unexpected array {unexpected[0]!r} (shape "
                      f"{arrays[unexpected[0]].shape}) for an R{depth_of(blocks)}x{width}.")
   for key, shape in expected.items():
     if arrays[key].shape != shape:
-      raise ValueError(f"{path}: {key!r} has shape {arrays[key].shape}, expected {shape} for an "
+      raise errors.CheckpointError(f"{path}: {key!r} has shape {arrays[key].shape}, expected {shape} for an "
                        f"R{depth_of(blocks)}x{width}.")
   return _unflatten({p: _from_published(p, arrays[_published_key(p)].astype(np.float32))
                      for p in param_shapes})
@@ -250,10 +251,10 @@ def merge_pretrained(init_params, pretrained, reinit_prefixes=("head",)) -> tupl
       merged[path] = init
       reinitialized.append((name, why))
     elif source is None:
-      raise ValueError(f"Pretrained params lack {name!r} (shape {tuple(init.shape)}): the "
+      raise errors.CheckpointError(f"Pretrained params lack {name!r} (shape {tuple(init.shape)}): the "
                        "checkpoint is of a different architecture than the model.")
     else:
-      raise ValueError(f"Pretrained {name!r} has shape {tuple(source.shape)}, the model expects "
+      raise errors.CheckpointError(f"Pretrained {name!r} has shape {tuple(source.shape)}, the model expects "
                        f"{tuple(init.shape)}: build the model the checkpoint was trained as "
                        "(interop.describe tells which).")
   unused = tuple("/".join(p) for p in pre_flat if p not in init_flat)

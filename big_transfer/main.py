@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from big_transfer import checkpoints, distributed, train
+from big_transfer import distributed, errors, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/demo.py.",
                                           lock_config=True)
@@ -21,9 +21,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 # 128 + SIGTERM, what a process killed by the preemption signal reports.
 PREEMPTED_EXIT_CODE = 143
 
-# Errors the user can fix: reported in one line, without a traceback.
-_USER_ERRORS = (ValueError, OSError, train.NonFiniteLossError,
-                checkpoints.CheckpointMismatchError)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -58,7 +55,7 @@ def main(argv):
   distributed.initialize()
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except _USER_ERRORS as e:
+  except errors.UserError as e:  # Anything else keeps its traceback.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   logging.info("Finished at step %d (%s).", summary["step"], summary["status"])

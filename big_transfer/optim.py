@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from big_transfer import hyperrule
+from big_transfer import errors, hyperrule
 
 # Upstream learning rates are given for this global batch size and scaled linearly with it.
 UPSTREAM_BASE_BATCH_SIZE = 256
@@ -41,11 +41,11 @@ def make_optimizer(learning_rate: optax.Schedule | float, momentum: float = 0.9,
     nesterov: use Nesterov momentum.
   """
   if momentum < 0 or momentum >= 1:
-    raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+    raise errors.ConfigError(f"momentum must be in [0, 1), got {momentum}.")
   if weight_decay < 0:
-    raise ValueError(f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it off.")
+    raise errors.ConfigError(f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it off.")
   if grad_clip_norm is not None and grad_clip_norm <= 0:
-    raise ValueError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to turn "
+    raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to turn "
                      "clipping off.")
   steps = []
   if grad_clip_norm is not None:

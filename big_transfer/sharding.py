@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from big_transfer import errors
+
 AXES = ("data", "fsdp")
 # Axes the leading (example) dimension of a batch is split over.
 BATCH_AXES = ("data", "fsdp")
@@ -45,15 +47,15 @@ def _resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> tuple[int, .
   flags = " ".join(f"--config.mesh.{name}={size}" for name, size in sizes.items())
   for name, size in sizes.items():
     if size != -1 and size < 1:
-      raise ValueError(f"Mesh axis {name} has size {size}; use a positive size or -1 ({flags}).")
+      raise errors.ConfigError(f"Mesh axis {name} has size {size}; use a positive size or -1 ({flags}).")
   free = [name for name, size in sizes.items() if size == -1]
   if len(free) > 1:
-    raise ValueError(f"Mesh axes {free} are all -1 ({flags}); set all but one of them.")
+    raise errors.ConfigError(f"Mesh axes {free} are all -1 ({flags}); set all but one of them.")
   fixed = math.prod(size for size in sizes.values() if size != -1)
   resolved = {name: num_devices // fixed if size == -1 else size for name, size in sizes.items()}
   if math.prod(resolved.values()) != num_devices:
     shape = " x ".join(f"{name}={size}" for name, size in sizes.items())
-    raise ValueError(f"Mesh {shape} does not fit {num_devices} devices; set sizes whose product "
+    raise errors.ConfigError(f"Mesh {shape} does not fit {num_devices} devices; set sizes whose product "
                      f"is {num_devices}, e.g. --config.mesh.data=-1 --config.mesh.fsdp=1.")
   return tuple(resolved.values())
 
@@ -133,12 +135,12 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int =
   """Raises unless every accumulation step gives each batch device the same whole number of
   examples."""
   if grad_accum_steps < 1:
-    raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}.")
+    raise errors.ConfigError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}.")
   devices = _batch_devices(mesh)
   unit = devices * grad_accum_steps
   if global_batch_size < 1 or global_batch_size % unit:
     sizes = " x ".join(f"{axis}={mesh.shape[axis]}" for axis in BATCH_AXES)
-    raise ValueError(
+    raise errors.ConfigError(
         f"Global batch size {global_batch_size} is not divisible by grad_accum_steps "
         f"{grad_accum_steps} x {devices} batch devices ({sizes}) = {unit}; set "
         f"--config.batch_size to a multiple of {unit} or change --config.grad_accum_steps.")

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from big_transfer import losses
+from big_transfer import errors, losses
 
 LOSSES = {"softmax_xent": losses.softmax_cross_entropy,
           "sigmoid_xent": losses.sigmoid_cross_entropy}
@@ -38,7 +38,7 @@ class TrainState:
 
 def loss_function(name: str) -> Callable:
   if name not in LOSSES:
-    raise ValueError(f"Unknown loss {name!r}; choose one of {sorted(LOSSES)}.")
+    raise errors.ConfigError(f"Unknown loss {name!r}; choose one of {sorted(LOSSES)}.")
   return LOSSES[name]
 
 

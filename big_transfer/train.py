@@ -18,12 +18,8 @@ import numpy as np
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from big_transfer import checkpoints, data, evaluate, hyperrule, interop, models, optim
+from big_transfer import checkpoints, data, errors, evaluate, hyperrule, interop, models, optim
 from big_transfer import sharding, steps
-
-
-class NonFiniteLossError(RuntimeError):
-  """The loss became NaN or infinite; the run stopped without saving the bad state."""
 
 
 @dataclasses.dataclass
@@ -39,19 +35,15 @@ class Run:
   record: dict
 
 
-def _input_config(config) -> data.InputConfig:
-  return data.InputConfig(dataset=config.dataset, **config.data.to_dict())
-
-
 def _build(config) -> Run:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   sharding.check_batch_size(config.batch_size, mesh, config.grad_accum_steps)
-  input_cfg = _input_config(config)
+  input_cfg = data.InputConfig.from_config(config)
   info = data.dataset_info(input_cfg)
   num_classes = config.num_classes or info.num_classes
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(config.model_dtype)
   if dtype is None:
-    raise ValueError(f"model_dtype must be 'float32' or 'bfloat16', got {config.model_dtype!r}.")
+    raise errors.ConfigError(f"model_dtype must be 'float32' or 'bfloat16', got {config.model_dtype!r}.")
   model = models.create(config.model, num_classes=num_classes, dtype=dtype)
   schedule = hyperrule.step_decay_schedule(config.lr, config.warmup_steps,
                                            tuple(config.decay_steps))
@@ -111,7 +103,7 @@ class _PreemptionWatch:
 def _check_finite(state) -> None:
   bad = int(state.first_bad_step)
   if bad >= 0:
-    raise NonFiniteLossError(
+    raise errors.NonFiniteLossError(
         f"The loss became NaN or infinite at step {bad}; stopping without saving the bad state "
         "(the latest checkpoint holds the last good weights). Lower the learning rate or set "
         "--config.grad_clip_norm.")

@@ -8,7 +8,7 @@ Arguments: model (default BiT-S-R50x1), dtype (bfloat16 or float32).
 """
 
 from big_transfer import config as config_lib
-from big_transfer import dataset_table
+from big_transfer.data import dataset_table
 
 
 def get_config(arg: str = ""):

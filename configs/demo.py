@@ -8,6 +8,7 @@ few-shot linear-probe accuracy on the built-in downstream classes. `smoke` is a 
 of a tiny model at a tiny resolution (under a minute, compile included).
 """
 
+from big_transfer import errors
 from big_transfer import config as config_lib
 
 
@@ -41,5 +42,5 @@ def get_config(arg: str = ""):
     config.eval_batch_size = 64
     config.fewshot.shots = (1, 5)
   elif arg:
-    raise ValueError(f"configs/demo.py takes no argument or 'smoke', got {arg!r}.")
+    raise errors.ConfigError(f"configs/demo.py takes no argument or 'smoke', got {arg!r}.")
   return config

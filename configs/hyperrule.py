@@ -4,7 +4,7 @@
         --config=configs/hyperrule.py:model=BiT-M-R50x1,dataset=cifar10,init=BiT-M-R50x1.npz \
         --workdir=/tmp/cifar10
 
-Arguments: model, dataset (a name of big_transfer.dataset_table, any TFDS name, or
+Arguments: model, dataset (a name of big_transfer.data.dataset_table, any TFDS name, or
 folder:/path), init (a published .npz or a run's workdir), examples_per_class (few-shot K,
 0 for all), released_resolution (512 -> 480 instead of 448 -> 384), batch_size.
 SGD momentum 0.9, lr 0.003 x batch/512, no weight decay, zero-initialized head, schedule and
@@ -12,7 +12,8 @@ MixUp by the number of labelled examples, resize + random crop + flip by the ima
 """
 
 from big_transfer import config as config_lib
-from big_transfer import data, dataset_table, hyperrule
+from big_transfer import data, hyperrule
+from big_transfer.data import dataset_table
 
 
 def _facts(dataset: str, data_dir: str | None) -> tuple[str, str, str, int, tuple[int, int]]:

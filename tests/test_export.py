@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import cli
-from big_transfer import checkpoints, config as config_lib, export, interop, models, steps
+from big_transfer import checkpoints, config as config_lib, errors, export, interop, models, steps
 
 CROP = 32
 CLASS_NAMES = ["cat", "dog", "fish", "bird", "frog"]
@@ -220,7 +220,7 @@ def test_overwrite_replaces_an_existing_export(run, tmp_path):
 def test_overwrite_never_replaces_a_directory_that_is_not_a_savedmodel(run, tmp_path):
   workdir, _ = run
   (tmp_path / "notes.txt").write_text("keep me")
-  with pytest.raises(FileExistsError, match="not a SavedModel"):
+  with pytest.raises(errors.ConfigError, match="not a SavedModel"):
     export.export(workdir, tmp_path, "savedmodel", overwrite=True)
   assert (tmp_path / "notes.txt").read_text() == "keep me"
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from big_transfer import dataset_table, hyperrule
+from big_transfer import hyperrule
+from big_transfer.data import dataset_table
 
 
 @pytest.mark.parametrize("size, expected", [

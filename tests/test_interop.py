@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bit_reference
-from big_transfer import interop, models
+from big_transfer import errors, interop, models
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_single_npy_array_is_refused(tmp_path):
 
 
 def test_missing_file_says_so(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"No BiT checkpoint at .*nothing.npz"):
+  with pytest.raises(errors.CheckpointError, match=r"No BiT checkpoint at .*nothing.npz"):
     interop.load_bit_npz(tmp_path / "nothing.npz")
 
 

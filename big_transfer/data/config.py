@@ -1,6 +1,11 @@
 """What the input pipeline is asked for (`InputConfig`) and what it reports (`DatasetInfo`)."""
 
 import dataclasses
+import typing
+
+import ml_collections
+
+from big_transfer import errors
 
 RECIPES = ("upstream", "finetune")
 FOLDER_PREFIX = "folder:"
@@ -8,7 +13,10 @@ FOLDER_PREFIX = "folder:"
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
-  """The `data` section of a config; built as `InputConfig(**config.data)`.
+  """What to read and how: `config.dataset` and the `data` section of a run config.
+
+  Build it from a run config with `InputConfig.from_config(config)`; the defaults below are the
+  run config's defaults too (`config_section`).
 
   Attributes:
     dataset: a TFDS name `name[/config][:version]`, or `folder:/path/to/images`.
@@ -40,18 +48,23 @@ class InputConfig:
 
   def __post_init__(self):
     if self.recipe not in RECIPES:
-      raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}.")
+      raise errors.ConfigError(f"recipe must be one of {RECIPES}, got {self.recipe!r}.")
     if self.crop < 1:
-      raise ValueError(f"crop must be a positive number of pixels, got {self.crop}.")
+      raise errors.ConfigError(f"crop must be a positive number of pixels, got {self.crop}.")
     if self.recipe == "finetune" and self.precrop < self.crop:
-      raise ValueError(f"The finetune recipe cuts a crop={self.crop} square out of a "
+      raise errors.ConfigError(f"The finetune recipe cuts a crop={self.crop} square out of a "
                        f"precrop={self.precrop} square; set precrop >= crop.")
     if self.mixup_alpha < 0:
-      raise ValueError(f"mixup_alpha must be >= 0 (0 turns MixUp off), got {self.mixup_alpha}.")
+      raise errors.ConfigError(f"mixup_alpha must be >= 0 (0 turns MixUp off), got {self.mixup_alpha}.")
     if self.examples_per_class is not None and self.examples_per_class < 1:
-      raise ValueError(f"examples_per_class must be >= 1 or None, got {self.examples_per_class}.")
+      raise errors.ConfigError(f"examples_per_class must be >= 1 or None, got {self.examples_per_class}.")
     if self.shuffle_buffer < 1:
-      raise ValueError(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}.")
+      raise errors.ConfigError(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}.")
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "InputConfig":
+    """The input config of a run config: its `dataset` and every key of its `data` section."""
+    return cls(dataset=config.dataset, **config.data.to_dict())
 
   @property
   def is_folder(self) -> bool:
@@ -74,3 +87,19 @@ class DatasetInfo:
   num_classes: int
   class_names: tuple[str, ...] | None
   skipped_images: int = 0
+
+
+def config_section() -> ml_collections.ConfigDict:
+  """The `data` section of a run config: every field of `InputConfig` but `dataset`, with its
+  default. Fields whose default is None get a typed placeholder, so `--config.data.KEY=V` works."""
+  section = ml_collections.ConfigDict()
+  hints = typing.get_type_hints(InputConfig)
+  for field in dataclasses.fields(InputConfig):
+    if field.name == "dataset":
+      continue
+    if field.default is None:
+      field_type = next(t for t in typing.get_args(hints[field.name]) if t is not type(None))
+      section[field.name] = ml_collections.FieldReference(None, field_type=field_type)
+    else:
+      section[field.name] = field.default
+  return section

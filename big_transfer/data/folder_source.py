@@ -21,6 +21,7 @@ from etils import epath
 import numpy as np
 import tensorflow as tf
 
+from big_transfer import errors
 from big_transfer.data import config as config_lib
 from big_transfer.data import preprocess
 from big_transfer.data import records
@@ -53,10 +54,10 @@ def _subfolders(folder: epath.Path) -> list[epath.Path]:
 def _split_folders(root: epath.Path) -> dict[str, epath.Path]:
   """Split name -> the folder holding that split's class folders."""
   if not root.is_dir():
-    raise ValueError(f"Image folder {root} does not exist or is not a folder.")
+    raise errors.DataError(f"Image folder {root} does not exist or is not a folder.")
   subfolders = _subfolders(root)
   if not subfolders:
-    raise ValueError(f"Image folder {root} has no sub-folders. Put the images of each class in "
+    raise errors.DataError(f"Image folder {root} has no sub-folders. Put the images of each class in "
                      f"a sub-folder named after the class, or use train/ and test/ sub-folders "
                      f"that each hold such class folders.")
   if (root / "train").is_dir() and _subfolders(root / "train"):
@@ -93,7 +94,7 @@ def _index_split(folder: str, class_names: tuple[str, ...]) -> FolderSplit:
   folder = epath.Path(folder)
   extra = sorted({p.name for p in _subfolders(folder)} - set(class_names))
   if extra:
-    raise ValueError(f"Split folder {folder} has class folders {extra} that the train split "
+    raise errors.DataError(f"Split folder {folder} has class folders {extra} that the train split "
                      f"lacks; every split must use the train split's classes {list(class_names)}.")
   paths, labels = [], []
   for label, name in enumerate(class_names):
@@ -102,7 +103,7 @@ def _index_split(folder: str, class_names: tuple[str, ...]) -> FolderSplit:
     files = sorted(str(f) for f in (folder / name).iterdir()
                    if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-      raise ValueError(f"Class folder {folder / name} holds no images (files ending in "
+      raise errors.DataError(f"Class folder {folder / name} holds no images (files ending in "
                        f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder.")
     paths += files
     labels += [label] * len(files)
@@ -119,7 +120,7 @@ def _parse_split(spec: str) -> tuple[str, slice]:
   """Splits "train[10%:-100]" into ("train", slice("10%", "-100")); `_resolve` sizes the slice."""
   match = _SPLIT.match(spec.replace(" ", ""))
   if not match:
-    raise ValueError(f"Split {spec!r} is not NAME or NAME[start:stop] (numbers or percentages, "
+    raise errors.ConfigError(f"Split {spec!r} is not NAME or NAME[start:stop] (numbers or percentages, "
                      f"e.g. 'train[:90%]'); folder splits cannot be combined with '+'.")
   name, start, stop = match.groups()
   return name, slice(start, stop)
@@ -154,7 +155,7 @@ class FolderSource:
 
   def _folder(self, name: str) -> epath.Path:
     if name not in self._folders:
-      raise ValueError(
+      raise errors.DataError(
           f"Image folder {self._root} has no split {name!r}; its splits: {sorted(self._folders)}. "
           f"With one sub-folder per class the only split is 'train': slice it (e.g. "
           f"train_split='train[:90%]', eval_split='train[90%:]') or use train/ and test/ "

@@ -36,7 +36,7 @@ def dataset_info(cfg: config_lib.InputConfig) -> config_lib.DatasetInfo:
   """Number of training examples, typical image size and classes of the configured data.
 
   TFDS: sizes from its metadata (of the sliced split); the image size from the image feature when
-  fixed, else from `big_transfer.dataset_table`, else the median of a few image headers. Folders:
+  fixed, else from `big_transfer.data.dataset_table`, else the median of a few image headers. Folders:
   counted and measured (median) while checking their images. A few-shot config has
   examples_per_class * num_classes training examples.
   """

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from big_transfer import errors
 from big_transfer.data import preprocess
 
 # Purposes of the stateless keys, so that no two random choices share a key.
@@ -80,7 +81,7 @@ def train_examples(records: ArrayRecords | StreamRecords, num_classes: int, seed
   """
   n = records.num_examples
   if n == 0:
-    raise ValueError(f"Host {process_index} has no training examples; use fewer hosts or more "
+    raise errors.DataError(f"Host {process_index} has no training examples; use fewer hosts or more "
                      "data (its share of the train split is empty).")
   first_epoch, offset = divmod(start, n)
   epochs = tf.data.Dataset.counter(first_epoch)

@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from big_transfer import errors
+
 
 def process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   """Returns (index, count) of this process; None means "ask JAX". Tests pass both to simulate."""
@@ -18,7 +20,7 @@ def process(process_index: int | None, process_count: int | None) -> tuple[int, 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
   """Each host's share of a global batch; it must divide evenly."""
   if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(f"The global batch size {global_batch_size} must be a positive multiple of "
+    raise errors.ConfigError(f"The global batch size {global_batch_size} must be a positive multiple of "
                      f"the number of processes {process_count}; every host reads an equal share.")
   return global_batch_size // process_count
 
@@ -50,7 +52,7 @@ def select_per_class(labels: np.ndarray, examples_per_class: int, seed: int,
   smallest = int(np.argmin(counts))
   if examples_per_class > counts[smallest]:
     name = f"{class_names[smallest]!r} (label {smallest})" if class_names else f"label {smallest}"
-    raise ValueError(f"examples_per_class={examples_per_class} is more than class {name} has: "
+    raise errors.DataError(f"examples_per_class={examples_per_class} is more than class {name} has: "
                      f"{counts[smallest]} examples in the train split. Lower examples_per_class "
                      f"to at most {counts[smallest]} or use a larger train split.")
   chosen = [np.random.default_rng([seed, c]).choice(np.flatnonzero(labels == c),

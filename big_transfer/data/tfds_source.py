@@ -11,7 +11,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from big_transfer import dataset_table
+from big_transfer import errors
+from big_transfer.data import dataset_table
 from big_transfer.data import config as config_lib
 from big_transfer.data import preprocess
 from big_transfer.data import records
@@ -40,13 +41,13 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
     close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False))
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     directory = data_dir or tfds.core.constants.DATA_DIR
-    raise ValueError(
+    raise errors.DataError(
         f"TFDS has no data set {name!r} (dataset={dataset!r}): neither its code nor prepared "
         f"data in data_dir {directory}.{hint} {_prepare_hint(dataset, directory)} For images "
         f"on disk use dataset='folder:/path/to/images'.") from None
   if not builder.is_prepared():
     if builder.name != synthetic.BitSynthetic.name:
-      raise ValueError(f"Data set {dataset!r} is not prepared in data_dir "
+      raise errors.DataError(f"Data set {dataset!r} is not prepared in data_dir "
                        f"{builder.data_dir_root} (there is no {builder.data_path}). "
                        + _prepare_hint(dataset, builder.data_dir_root))
     builder.download_and_prepare(
@@ -79,7 +80,7 @@ class TfdsSource:
     self._multi_hot = cfg.multilabel and LABELS in features
     self._label_key = LABELS if self._multi_hot else LABEL
     if IMAGE not in features or self._label_key not in features:
-      raise ValueError(f"Data set {cfg.dataset!r} has features {sorted(features)}; the pipeline "
+      raise errors.DataError(f"Data set {cfg.dataset!r} has features {sorted(features)}; the pipeline "
                        f"reads an {IMAGE!r} and a {self._label_key!r} feature.")
     label_feature = features[self._label_key]
     label_feature = label_feature.feature if self._multi_hot else label_feature
@@ -149,7 +150,7 @@ class TfdsSource:
     """
     cfg = self._cfg
     if self._multi_hot:
-      raise ValueError(f"examples_per_class draws per class of the single {LABEL!r} feature, "
+      raise errors.DataError(f"examples_per_class draws per class of the single {LABEL!r} feature, "
                        f"but multilabel=True reads {LABELS!r}; turn one of them off.")
     labels = np.concatenate(list(
         self._raw(cfg.train_split, [LABEL]).map(lambda example: example[LABEL]).batch(4096)

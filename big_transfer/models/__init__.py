@@ -4,6 +4,7 @@ import re
 
 import jax.numpy as jnp
 
+from big_transfer import errors
 from big_transfer.models.resnetv2 import ResNetV2, blocks_for, depth_of
 
 # The published variants. BiT-S / BiT-M / BiT-L name the upstream data, not the network.
@@ -26,12 +27,12 @@ def parse_name(name: str) -> tuple[int, int]:
   """
   match = _NAME.match(name)
   if not match:
-    raise ValueError(f"Unknown model name {name!r}: use R<depth>x<width>, optionally prefixed "
+    raise errors.ConfigError(f"Unknown model name {name!r}: use R<depth>x<width>, optionally prefixed "
                      f"by BiT-S-/BiT-M-/BiT-L-, e.g. {', '.join('BiT-M-' + v for v in VARIANTS)}.")
   depth, width = (int(v) for v in match.group(1)[1:].split("x"))
   blocks_for(depth)  # Validates the depth with a helpful message.
   if width < 1:
-    raise ValueError(f"Model {name!r} has width {width}; widths start at 1.")
+    raise errors.ConfigError(f"Model {name!r} has width {width}; widths start at 1.")
   return depth, width
 
 

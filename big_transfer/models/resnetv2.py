@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from big_transfer import errors
+
 BLOCKS_PER_DEPTH = {
     14: (1, 1, 1, 1),  # Not a BiT network: a tiny one for demos and tests.
     26: (2, 2, 2, 2),
@@ -28,12 +30,12 @@ def blocks_for(depth: int | Sequence[int]) -> tuple[int, ...]:
   """Units per stage for a named depth (26/50/101/152/200) or an explicit list of four."""
   if isinstance(depth, int):
     if depth not in BLOCKS_PER_DEPTH:
-      raise ValueError(f"ResNet depth {depth} is not one of {sorted(BLOCKS_PER_DEPTH)}; "
+      raise errors.ConfigError(f"ResNet depth {depth} is not one of {sorted(BLOCKS_PER_DEPTH)}; "
                        "pass one of them or a list of units per stage such as [3, 4, 6, 3].")
     return BLOCKS_PER_DEPTH[depth]
   blocks = tuple(int(b) for b in depth)
   if not blocks or any(b < 1 for b in blocks):
-    raise ValueError(f"Units per stage must be positive integers, got {list(depth)}.")
+    raise errors.ConfigError(f"Units per stage must be positive integers, got {list(depth)}.")
   return blocks
 
 

@@ -11,6 +11,8 @@ or above 96x96).
 import dataclasses
 import difflib
 
+from big_transfer import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetFacts:
@@ -78,5 +80,5 @@ def lookup(name: str) -> DatasetFacts:
     return KNOWN[name]
   close = difflib.get_close_matches(name, KNOWN, n=3)
   hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-  raise ValueError(f"Data set {name!r} is not in the table of known transfer sets.{hint} "
+  raise errors.ConfigError(f"Data set {name!r} is not in the table of known transfer sets.{hint} "
                  f"Known: {', '.join(sorted(KNOWN))}.")
