@@ -15,16 +15,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from etils import epath
 
-from big_transfer import errors, interop
-
-# Keys of the run record that must match to resume a workdir: a different value means the
-# checkpoint belongs to another experiment.
-IDENTITY_KEYS = ("model", "num_classes", "dataset", "seed", "batch_size", "loss")
-
-
-class CheckpointMismatchError(errors.CheckpointError):
-  """The workdir holds checkpoints of a different experiment."""
-
+from big_transfer import errors, interop, run_record
 
 class Checkpoints:
   """The checkpoints of one workdir (local or gs://)."""
@@ -50,18 +41,20 @@ class Checkpoints:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state, record: dict, force: bool = False) -> bool:
+  def save(self, step: int, state, record: run_record.RunRecord, force: bool = False) -> bool:
     """Starts an asynchronous save of `state` at `step`; returns whether a save started."""
     return self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=force)
+        state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record.to_json())),
+        force=force)
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once a preemption notice (SIGTERM) arrived; all agree on `step`."""
     return self._manager.reached_preemption(step)
 
-  def read_record(self, step: int) -> dict:
-    return self._manager.restore(step, args=ocp.args.Composite(
+  def read_record(self, step: int) -> run_record.RunRecord:
+    saved = self._manager.restore(step, args=ocp.args.Composite(
         record=ocp.args.JsonRestore()))["record"]
+    return run_record.RunRecord.from_json(saved, f"checkpoint {self.directory / str(step)}")
 
   def restore(self, abstract_state, step: int | None = None):
     """Restores the state with the shardings of `abstract_state` (a tree of ShapeDtypeStructs).
@@ -75,23 +68,27 @@ class Checkpoints:
     """
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     if step is not None and step not in self.all_steps():
-      raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; available steps: "
-                       f"{self.all_steps() or 'none'}.")
+      raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; available "
+                                   f"steps: {self.all_steps() or 'none'}.")
     for candidate in steps:
       try:
         restored = self._manager.restore(candidate, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()))
-        return restored["state"], restored["record"], candidate
       except Exception as e:  # orbax/tensorstore raise many types for damaged files.
         if step is not None:
-          raise errors.CheckpointError(f"Checkpoint {self.directory / str(candidate)} cannot be read: "
-                           f"{type(e).__name__}: {e}") from None
+          raise errors.CheckpointError(f"Checkpoint {self.directory / str(candidate)} cannot be "
+                                       f"read: {type(e).__name__}: {e}") from None
         logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); moving it aside and "
                         "trying the previous one.", self.directory / str(candidate),
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         self._set_aside(candidate)
+        continue
+      record = run_record.RunRecord.from_json(
+          restored["record"], f"checkpoint {self.directory / str(candidate)}")
+      return restored["state"], record, candidate
     if steps:
-      raise errors.CheckpointError(f"None of the checkpoints in {self.directory} ({steps}) can be read.")
+      raise errors.CheckpointError(f"None of the checkpoints in {self.directory} ({steps}) can "
+                                   "be read.")
     return None
 
   def _set_aside(self, step: int) -> None:
@@ -118,7 +115,8 @@ class Checkpoints:
         saved = reader.metadata(self.directory / str(step) / "state").item_metadata
     except Exception as e:  # orbax/tensorstore raise many types for damaged files.
       raise errors.CheckpointError(f"Checkpoint {self.directory / str(step)} cannot be read: "
-                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                                   f"{type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''}") from None
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
     state, _, _ = self.restore(abstract, step)
@@ -130,16 +128,6 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
-
-
-def check_same_experiment(saved: dict, current: dict) -> None:
-  """Raises CheckpointMismatchError naming every identity key whose value differs."""
-  differing = [f"{key}: checkpoint has {saved.get(key)!r}, config has {current.get(key)!r}"
-               for key in IDENTITY_KEYS if saved.get(key) != current.get(key)]
-  if differing:
-    raise CheckpointMismatchError(
-        "The workdir holds checkpoints of a different run (" + "; ".join(differing) +
-        "). Use a new --workdir, or restore the original settings.")
 
 
 def abstract_like(state, shardings):
@@ -158,5 +146,5 @@ def load_params(path) -> dict:
     return interop.load_bit_npz(path)
   if not (path / "checkpoints").exists():
     raise errors.CheckpointError(f"{path} is neither a .npz file nor a workdir with checkpoints; "
-                            "pass a published BiT .npz or the --workdir of an earlier run.")
+                                 "pass a published BiT .npz or the --workdir of an earlier run.")
   return Checkpoints(path, every_steps=1, read_only=True).restore_params()

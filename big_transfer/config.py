@@ -1,20 +1,24 @@
 """The keys every recipe in configs/ has, with their defaults: the schema of a run.
 
 Recipes start from `base()` and override; the command line may set only keys present here
-(the config is locked), so a misspelt `--config.KEY` fails instead of being ignored.
+(the config is locked), so a misspelt `--config.KEY` fails instead of being ignored. Recipes
+express the learning rate and the step counts through `batch_size` (`scaled_by_batch`,
+`steps_for_examples`), so `--config.batch_size=N` keeps the rate per example and the epochs.
 """
 
 import ml_collections
 
-from big_transfer import data, errors
-
+from big_transfer import data, errors, fewshot
 
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = "BiT-S-R50x1"        # R<depth>x<width>, see big_transfer.models.create.
   config.model_dtype = "float32"      # or "bfloat16": bf16 compute, float32 params and logits.
   config.num_classes = 0              # 0: the data set's number of classes.
+  config.head_bias_init = 0.0         # initial head bias; -10 for sigmoid losses over many classes.
   config.init = ""                    # pretrained weights: a published .npz or a run's workdir.
+  config.init_keep_head = False       # keep init's head (continue an upstream run), not a zero one.
+  config.init_partial = False         # allow init from another architecture (matching arrays only).
 
   config.dataset = data.InputConfig.dataset   # TFDS name, or folder:/path.
   config.data = data.config_section()         # big_transfer.data.InputConfig's other fields.
@@ -23,9 +27,9 @@ def base() -> ml_collections.ConfigDict:
   config.batch_size = 4096            # global, over all devices and hosts.
   config.grad_accum_steps = 1
   config.total_steps = 1000
-  config.lr = 0.03 * 4096 / 256       # peak learning rate (already scaled for the batch).
+  config.lr = 0.03 * 4096 / 256       # peak learning rate at this batch_size.
   config.warmup_steps = 0
-  config.decay_steps = ()             # x0.1 after each of these steps.
+  config.decay_fractions = ()         # x0.1 after each of these fractions of total_steps.
   config.momentum = 0.9
   config.weight_decay = 0.0           # coupled L2 on kernels, see big_transfer.optim.
   config.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
@@ -39,8 +43,61 @@ def base() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.keep_checkpoint_every = 0    # also keep every checkpoint at a multiple of this (0: no).
-  config.fewshot = ml_collections.ConfigDict(dict(datasets=(), shots=(1, 5, 10)))
+  # Few-shot linear probes on frozen features, as big_vision's evaluator: data set name ->
+  # (train split the K examples per class are drawn from, test split).
+  config.fewshot = ml_collections.ConfigDict(dict(
+      datasets=ml_collections.ConfigDict(), shots=fewshot.DEFAULT_SHOTS,
+      seeds=fewshot.DEFAULT_SEEDS, l2_reg=fewshot.DEFAULT_L2_REG))
   return config
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises a ConfigError for a value of `base()`'s keys that no run can use.
+
+  Keys owned by another module are checked there (the schedule by `optim.Schedule`, the mesh by
+  `sharding`, the data section by `data.InputConfig`, the model by `models`).
+  """
+  positive = ("batch_size", "grad_accum_steps", "log_every_steps", "eval_batch_size",
+              "checkpoint_every_steps", "keep_checkpoints")
+  for key in positive:
+    if config[key] < 1:
+      raise errors.ConfigError(f"{key} must be >= 1, got {config[key]} (--config.{key}).")
+  for key in ("eval_every_steps", "keep_checkpoint_every", "num_classes"):
+    if config[key] < 0:
+      raise errors.ConfigError(f"{key} must be >= 0 (0 turns it off or means the default), got "
+                               f"{config[key]} (--config.{key}).")
+  _check_numbers("decay_fractions", config.decay_fractions, float)
+  _check_numbers("fewshot.shots", config.fewshot.shots, int)
+  if any(k < 1 for k in config.fewshot.shots) or config.fewshot.seeds < 1:
+    raise errors.ConfigError("fewshot.shots must be >= 1 and fewshot.seeds >= 1, got shots "
+                             f"{tuple(config.fewshot.shots)} and seeds {config.fewshot.seeds}.")
+  if config.fewshot.l2_reg <= 0:
+    raise errors.ConfigError(f"fewshot.l2_reg must be positive, got {config.fewshot.l2_reg}.")
+
+
+def _check_numbers(key: str, values, kind: type) -> None:
+  """A tuple key must hold numbers: `--config.KEY=abc` would otherwise iterate the string."""
+  allowed = (int, float) if kind is float else (int,)
+  if not isinstance(values, (tuple, list)) or not all(
+      isinstance(v, allowed) and not isinstance(v, bool) for v in values):
+    raise errors.ConfigError(f"{key} must be a tuple of {kind.__name__}s such as "
+                             f"--config.{key}='(1, 5)', got {values!r}.")
+
+
+def scaled_by_batch(config: ml_collections.ConfigDict, value: float,
+                    at_batch: int) -> ml_collections.FieldReference:
+  """`value * batch_size / at_batch`, following later changes of `config.batch_size`.
+
+  The linear scaling rule: e.g. `scaled_by_batch(config, 0.03, 256)` is BiT's upstream rate.
+  """
+  return config.get_ref("batch_size").to_float() * (value / at_batch)
+
+
+def steps_for_examples(config: ml_collections.ConfigDict,
+                       examples: int) -> ml_collections.FieldReference:
+  """`round(examples / batch_size)` steps, following later changes of `config.batch_size`."""
+  batch = config.get_ref("batch_size")
+  return (batch + 2 * examples) // (batch * 2)  # Rounds half up, in integers.
 
 
 def parse_arg(arg: str, **defaults) -> dict:
@@ -54,7 +111,7 @@ def parse_arg(arg: str, **defaults) -> dict:
     key, sep, value = item.partition("=")
     if not sep or key not in defaults:
       raise errors.ConfigError(f"Config argument {item!r} is not one of key=value with key in "
-                       f"{sorted(defaults)}.")
+                               f"{sorted(defaults)}.")
     default = defaults[key]
     if isinstance(default, bool):
       if value.lower() not in ("true", "false", "1", "0"):
@@ -64,8 +121,8 @@ def parse_arg(arg: str, **defaults) -> dict:
       try:
         values[key] = type(default)(value)
       except ValueError:
-        raise errors.ConfigError(f"Config argument {key} must be a {type(default).__name__}, "
-                         f"got {value!r}.") from None
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise errors.ConfigError(f"Config argument {key} must be {kind}, got {value!r}.") from None
     else:
       values[key] = value
   return values
@@ -75,21 +132,33 @@ def set_upstream_recipe(config: ml_collections.ConfigDict, train_examples: int, 
                         decay_epochs: tuple[int, ...]) -> None:
   """The paper's upstream optimization for a data set of `train_examples` images.
 
-  SGD momentum 0.9, lr 0.03 x batch/256 at global batch 4096, 5000 warm-up steps, x0.1 at each
-  of `decay_epochs`, weight decay 1e-4, random inception crop to 224 and flip.
+  SGD momentum 0.9 at global batch 4096, lr 0.03 per 256 examples, warm-up over the examples of
+  5000 steps at batch 4096, `epochs` epochs, x0.1 after each of `decay_epochs`, weight decay
+  1e-4, random inception crop to 224 and flip; evaluation and few-shot probes on a central crop.
+  All of it follows `--config.batch_size`.
   """
   config.batch_size = 4096
-  steps_per_epoch = train_examples / config.batch_size
-  config.total_steps = round(epochs * steps_per_epoch)
-  config.lr = 0.03 * config.batch_size / 256
-  config.warmup_steps = 5000
-  config.decay_steps = tuple(round(e * steps_per_epoch) for e in decay_epochs)
+  config.lr = scaled_by_batch(config, 0.03, 256)
+  config.total_steps = steps_for_examples(config, epochs * train_examples)
+  config.warmup_steps = steps_for_examples(config, 5000 * 4096)
+  config.decay_fractions = tuple(e / epochs for e in decay_epochs)
   config.momentum = 0.9
   config.weight_decay = 1e-4
   config.data.recipe = "upstream"
   config.data.crop = 224
+  config.data.shuffle_buffer = 250_000  # Per host, as big_vision's BiT configs.
   config.log_every_steps = 100
   config.eval_every_steps = 5000
   config.checkpoint_every_steps = 1000
   config.keep_checkpoint_every = 10_000
-  config.fewshot.datasets = ("cifar10", "cifar100", "oxford_iiit_pet", "oxford_flowers102")
+  config.fewshot.datasets = UPSTREAM_FEWSHOT
+
+
+# The downstream sets upstream runs probe (the paper's few-shot figures). Flowers' train split
+# has 10 images per class, so its K are drawn from train+validation (20 per class).
+UPSTREAM_FEWSHOT = {
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "oxford_iiit_pet": ("train", "test"),
+    "oxford_flowers102": ("train+validation", "test"),
+}

@@ -1,29 +1,30 @@
 """Evaluation passes: top-1 on an eval split and few-shot linear probes on frozen features.
 
 Both read the eval pipeline (every example once across hosts, padding masked out) and run the
-steps of `steps.py` on global batches. The jitted functions take the model as a static
-argument, so repeated evaluations in one run compile once.
+run's jitted steps (`experiment.JittedSteps`) on global batches, so evaluation during training
+compiles once and uses the training's shardings.
 """
 
-import dataclasses
+import logging
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from big_transfer import data, fewshot, models, sharding, steps
-
-_eval_step = jax.jit(steps.eval_step, static_argnames=("model", "loss_name"))
-_features_step = jax.jit(steps.features_step, static_argnames=("model",))
+from big_transfer import data, experiment, fewshot
+from big_transfer.data import sampling
 
 
-def top1(params, model, input_cfg: data.InputConfig, batch_size: int, mesh,
-         loss_name: str) -> dict:
-  """Top-1 accuracy and mean loss over the whole eval split: {"accuracy", "loss", "examples"}."""
+def top1(params, jitted: experiment.JittedSteps, input_cfg: data.InputConfig, batch_size: int,
+         batch_sharding) -> dict:
+  """Top-1 accuracy and mean loss over the whole eval split: {"accuracy", "loss", "examples"}.
+
+  A prediction is correct when it is one of the example's true labels (multi-hot targets count
+  any of their classes).
+  """
   totals = None
-  for batch in data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size),
-                                     sharding.batch_sharding(mesh)):
-    sums = _eval_step(params, batch, model=model, loss_name=loss_name)
+  for batch in data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size), batch_sharding):
+    sums = jitted.eval(params, batch)
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   totals = jax.device_get(totals)
   count = max(float(totals["count"]), 1.0)
@@ -31,14 +32,14 @@ def top1(params, model, input_cfg: data.InputConfig, batch_size: int, mesh,
           "examples": int(totals["count"])}
 
 
-def _features(params, feature_model, input_cfg, split, batch_size, mesh):
+def _features(params, jitted, input_cfg, split, batch_size, batch_sharding):
   """Features (N, D) and integer labels (N,) of every real example of `split`, on every host."""
   feats, labels, masks = [], [], []
   for batch in data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size, split=split),
-                                     sharding.batch_sharding(mesh)):
+                                     batch_sharding):
     gathered = multihost_utils.process_allgather(
-        {"features": _features_step(params, batch["image"], model=feature_model),
-         "label": batch["label"], "mask": batch["mask"]}, tiled=True)
+        {"features": jitted.features(params, batch["image"]), "label": batch["label"],
+         "mask": batch["mask"]}, tiled=True)
     feats.append(gathered["features"])
     labels.append(np.argmax(gathered["label"], axis=-1))
     masks.append(gathered["mask"] > 0)
@@ -46,28 +47,44 @@ def _features(params, feature_model, input_cfg, split, batch_size, mesh):
   return np.concatenate(feats)[keep], np.concatenate(labels)[keep]
 
 
-def fewshot_probes(params, model: models.ResNetV2, datasets: dict[str, data.InputConfig],
-                   shots: tuple[int, ...], batch_size: int, mesh, seed: int = 0,
-                   l2_reg: float = fewshot.DEFAULT_L2_REG) -> dict:
-  """Linear-probe accuracy with K examples per class on frozen pre-logits features.
+def fewshot_probes(params, jitted: experiment.JittedSteps, datasets: dict[str, data.InputConfig],
+                   shots: tuple[int, ...], seeds: int, l2_reg: float, batch_size: int,
+                   batch_sharding) -> dict:
+  """Ridge-probe accuracy with K examples per class on frozen pre-logits features.
 
-  Features of the train split are computed once; each K draws its examples from them with
-  `seed` (the same draw on every host and every evaluation).
+  As big_vision's few-shot evaluator: features of each data set's train and test splits are
+  computed once; for each seed and K, K examples per class are drawn from the train split
+  (`data.sampling.select_per_class`, the same draw on every host and every evaluation) and a
+  closed-form ridge probe on standardized features is scored on the test split.
 
   Args:
-    datasets: name -> input config (eval recipe, train/eval splits) of each downstream set.
-    shots: the K values, e.g. (1, 5, 10).
+    datasets: name -> input config (eval recipe; train_split is the pool the K are drawn
+      from, eval_split the test split).
+    shots: the K values, e.g. (1, 5, 10, 25). A K larger than a class's examples is skipped with
+      a warning.
+    seeds: number of draws per K; the result is their mean.
+    l2_reg: ridge strength, in units of the standardized features.
   Returns:
-    {"<name>/<K>shot": accuracy on the set's eval split}.
+    {"<name>/<K>shot": mean accuracy over the draws, "<name>/<K>shot/seed<s>": each draw's}.
   """
-  feature_model = dataclasses.replace(model, num_classes=None)
   results = {}
   for name, cfg in datasets.items():
     num_classes = data.dataset_info(cfg).num_classes
-    train_x, train_y = _features(params, feature_model, cfg, cfg.train_split, batch_size, mesh)
-    test_x, test_y = _features(params, feature_model, cfg, cfg.eval_split, batch_size, mesh)
+    train_x, train_y = _features(params, jitted, cfg, cfg.train_split, batch_size,
+                                 batch_sharding)
+    test_x, test_y = _features(params, jitted, cfg, cfg.eval_split, batch_size, batch_sharding)
+    smallest = int(np.bincount(train_y, minlength=num_classes).min())
     for k in shots:
-      chosen = fewshot.fewshot_indices(train_y, k, seed, num_classes)
-      results[f"{name}/{k}shot"] = float(fewshot.linear_probe_accuracy(
-          train_x[chosen], train_y[chosen], test_x, test_y, num_classes, l2_reg))
+      if k > smallest:
+        logging.warning("Few-shot %s: skipping %d-shot, its train split %r has only %d examples "
+                        "in its smallest class.", name, k, cfg.train_split, smallest)
+        continue
+      accuracies = []
+      for seed in range(seeds):
+        chosen = sampling.select_per_class(train_y, k, seed)
+        accuracy = float(fewshot.linear_probe_accuracy(
+            train_x[chosen], train_y[chosen], test_x, test_y, num_classes, l2_reg))
+        results[f"{name}/{k}shot/seed{seed}"] = accuracy
+        accuracies.append(accuracy)
+      results[f"{name}/{k}shot"] = float(np.mean(accuracies))
   return results

@@ -25,33 +25,31 @@ from absl import app, flags, logging
 from etils import epath
 
 import big_transfer
-from big_transfer import checkpoints, errors, interop, models
+from big_transfer import checkpoints, errors, interop, models, run_record
 
 FORMATS = ("npz", "savedmodel", "params")
 # timm's names of the published variants, whose models load our npz (docs/export.md).
 TIMM_MODELS = {name: f"resnetv2_{depth}x{width}_bit"
                for name, (depth, width) in models.VARIANTS.items()}
 SAVEDMODEL_METADATA = "metadata.json"
-# What an export reads from a checkpoint's record (see train.py).
-_RECORD_KEYS = ("model", "num_classes", "dataset", "loss", "class_names", "config")
 
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
   """One checkpoint of a run: host float32 params, the run's record, and where it came from."""
   params: dict
-  record: dict
+  record: run_record.RunRecord
   step: int
   workdir: str
 
   @property
   def crop(self) -> int:
     """Side of the square images the model was trained and evaluated on."""
-    return int(self.record["config"]["data"]["crop"])
+    return self.record.resolution
 
   def model(self) -> models.ResNetV2:
     """The network in float32, whatever `model_dtype` it was trained with."""
-    return models.create(self.record["model"], num_classes=self.record["num_classes"])
+    return models.create(self.record.model, num_classes=self.record.num_classes)
 
 
 def load_checkpoint(workdir, step: int | None = None) -> Trained:
@@ -60,18 +58,14 @@ def load_checkpoint(workdir, step: int | None = None) -> Trained:
   available = ckpts.all_steps()
   if not available:
     raise errors.CheckpointError(f"No checkpoint in {ckpts.directory}: pass the --workdir of a "
-                            "training run (python -m big_transfer.main ... --workdir=DIR).")
+                                 "training run (python -m big_transfer.main ... --workdir=DIR).")
   if step is None:
     step = available[-1]
   elif step not in available:
-    raise errors.CheckpointError(f"No checkpoint at step {step} in {ckpts.directory}; available steps: "
-                     f"{', '.join(map(str, available))}.")
-  params, record = ckpts.restore_params(step), ckpts.read_record(step)
-  missing = [key for key in _RECORD_KEYS if key not in record]
-  if missing:
-    raise errors.CheckpointError(f"The record of checkpoint step {step} in {ckpts.directory} lacks "
-                     f"{', '.join(missing)}, which an export needs; it was written by an older "
-                     "big_transfer, before records held what an export needs.")
+    raise errors.CheckpointError(f"No checkpoint at step {step} in {ckpts.directory}; available "
+                                 f"steps: {', '.join(map(str, available))}.")
+  record = ckpts.read_record(step)
+  params = ckpts.restore_params(step)
   trained = Trained(jax.tree.map(lambda x: np.asarray(x, np.float32), params), record, step,
                     str(workdir))
   _check_params_fit(trained)
@@ -85,15 +79,16 @@ def _check_params_fit(trained: Trained) -> None:
   shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
                          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
   if shapes(expected) != shapes(trained.params):
-    raise errors.CheckpointError(f"The params of checkpoint step {trained.step} in {trained.workdir} do not "
-                     f"fit the model its record names ({trained.record['model']} with "
-                     f"{trained.record['num_classes']} classes).")
+    raise errors.CheckpointError(f"The params of checkpoint step {trained.step} in "
+                                 f"{trained.workdir} do not fit the model its record names "
+                                 f"({trained.record.model} with "
+                                 f"{trained.record.num_classes} classes).")
 
 
 def preprocessing(crop: int) -> dict:
   """The eval preprocessing, in words and numbers: what turns a uint8 RGB image into input."""
   return {
-      "description": (f"RGB uint8 image (height, width, 3) -> bilinear resize of the whole "
+      "description": ("RGB uint8 image (height, width, 3) -> bilinear resize of the whole "
                       f"image to {crop}x{crop} (tf.image.resize, no antialiasing, no crop, "
                       "aspect ratio not kept) -> x / 127.5 - 1, float32 in [-1, 1]."),
       "resize": {"height": crop, "width": crop, "method": "bilinear", "antialias": False},
@@ -107,10 +102,11 @@ def preprocessing(crop: int) -> dict:
 
 def metadata(trained: Trained, format: str) -> dict:
   """What a user of the export needs to know, JSON-ready."""
-  depth, width = models.parse_name(trained.record["model"])
+  record = trained.record
+  depth, width = models.parse_name(record.model)
   name = f"R{depth}x{width}"
   crop = trained.crop
-  activation = "sigmoid" if trained.record["loss"] == "sigmoid_xent" else "softmax"
+  activation = "sigmoid" if record.loss == "sigmoid_xent" else "softmax"
   if format == "savedmodel":
     inputs = {"signature": "serving_default", "name": "images", "dtype": "uint8",
               "shape": [None, None, None, 3], "preprocessing_included": True}
@@ -119,26 +115,26 @@ def metadata(trained: Trained, format: str) -> dict:
               "preprocessing_included": False}
   return {
       "format": format,
-      "model": trained.record["model"],
+      "model": record.model,
       "architecture": name,
       "depth": depth,
       "width": width,
       "blocks": list(models.blocks_for(depth)),
       "timm_model": TIMM_MODELS.get(name),
-      "num_classes": trained.record["num_classes"],
-      "class_names": trained.record.get("class_names"),
+      "num_classes": record.num_classes,
+      "class_names": list(record.class_names) if record.class_names else None,
       "output": {"name": "logits", "dtype": "float32",
-                 "shape": [None, trained.record["num_classes"]],
+                 "shape": [None, record.num_classes],
                  "activation": activation},
       "input": inputs,
       "resolution": [crop, crop],
       "preprocessing": preprocessing(crop),
       "dtype": "float32",
       "num_params": int(sum(x.size for x in jax.tree.leaves(trained.params))),
-      "dataset": trained.record["dataset"],
+      "dataset": record.dataset,
       "step": trained.step,
       "workdir": trained.workdir,
-      "training_config": trained.record["config"],
+      "training_config": record.config,
       "big_transfer_version": big_transfer.__version__,
   }
 
@@ -206,11 +202,11 @@ def _check_output(output: epath.Path, format: str, overwrite: bool) -> None:
   existing = [str(t) for t in targets if t.exists()]
   if existing and not overwrite:
     raise errors.ConfigError(f"{' and '.join(existing)} already "
-                          f"{'exists' if len(existing) == 1 else 'exist'}; pass --overwrite to "
-                          "replace it, or choose another --output.")
+                             f"{'exists' if len(existing) == 1 else 'exist'}; pass --overwrite to "
+                             "replace it, or choose another --output.")
   if output.is_dir() and not (output / "saved_model.pb").exists():
     raise errors.ConfigError(f"{output} is a directory but not a SavedModel; refusing to replace "
-                          "it even with --overwrite. Choose another --output.")
+                             "it even with --overwrite. Choose another --output.")
 
 
 def _put_in_place(staged: epath.Path, final: epath.Path) -> None:
@@ -241,7 +237,8 @@ def export(workdir, output, format: str = "npz", step: int | None = None,
     overwrite: replace an existing export at `output`.
   """
   if format not in FORMATS:
-    raise errors.ConfigError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
+    raise errors.ConfigError(f"Unknown export format {format!r}; choose one of "
+                             f"{', '.join(FORMATS)}.")
   output = epath.Path(output)
   _check_output(output, format, overwrite)
   trained = load_checkpoint(workdir, step)

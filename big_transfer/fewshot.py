@@ -10,12 +10,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from big_transfer import errors
-
+# big_vision's few-shot evaluator: K per class, ridge strength, draws averaged.
+DEFAULT_SHOTS = (1, 5, 10, 25)
 # In units of the standardized features (each has unit variance over the training examples).
-DEFAULT_L2_REG = 1.0
+DEFAULT_L2_REG = 2.0**10
+DEFAULT_SEEDS = 3
 # Keeps features that are constant over the few training examples (dead ReLUs) at 0, not NaN.
 _STD_EPS = 1e-6
 # TPUs multiply float32 matrices in bfloat16 by default; a Gram matrix needs full precision.
@@ -81,33 +81,3 @@ def linear_probe_accuracy(train_features: jax.Array, train_labels: jax.Array,
   x = (test_features.astype(jnp.float32) - probe.mean) / probe.std
   logits = _matmul(x, probe.weights) + probe.bias
   return jnp.mean(jnp.argmax(logits, axis=-1) == test_labels)
-
-
-def fewshot_indices(labels: np.ndarray, shots: int, seed: int,
-                    num_classes: int | None = None) -> np.ndarray:
-  """Indices of `shots` examples per class, drawn without replacement, the same for a seed.
-
-  Args:
-    labels: (N,) int class ids.
-    shots: examples to take per class.
-    seed: the draw depends on this and `labels` only.
-    num_classes: if given, classes 0..num_classes-1 must all be present; otherwise the classes
-      are those occurring in `labels`.
-  Returns:
-    (num_classes * shots,) int64 indices into `labels`, sorted.
-  """
-  labels = np.asarray(labels)
-  if labels.ndim != 1:
-    raise ValueError(f"labels must be 1-D class ids, got shape {labels.shape}.")
-  if shots < 1:
-    raise ValueError(f"shots must be >= 1, got {shots}.")
-  classes = np.unique(labels) if num_classes is None else np.arange(num_classes)
-  rng = np.random.default_rng(seed)
-  chosen = []
-  for label in classes:
-    members = np.flatnonzero(labels == label)
-    if len(members) < shots:
-      raise errors.DataError(f"Class {label} has {len(members)} examples, fewer than shots={shots}; "
-                       "lower the shots or use a larger split.")
-    chosen.append(rng.choice(members, size=shots, replace=False))
-  return np.sort(np.concatenate(chosen)).astype(np.int64)

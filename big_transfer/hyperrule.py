@@ -7,8 +7,6 @@ table is the released code's (warm-up 100 steps for small tasks); the paper's te
 
 import dataclasses
 
-import optax
-
 from big_transfer import errors
 
 # Below this many pixels of image area a task counts as low resolution.
@@ -17,6 +15,7 @@ _SMALL_IMAGE_AREA = 96 * 96
 _MEDIUM_TASK = 20_000
 _LARGE_TASK = 500_000
 
+# The learning rate for a global batch of BASE_BATCH_SIZE; other batches scale it linearly.
 BASE_LR = 0.003
 BASE_BATCH_SIZE = 512
 MOMENTUM = 0.9
@@ -25,10 +24,17 @@ MIXUP_ALPHA = 0.1
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """Step counts of a fine-tuning run: linear warm-up, then x0.1 after each decay step."""
+  """Step counts of a fine-tuning run at the HyperRule's batch of 512: linear warm-up, then
+  x0.1 after each decay step. A run with another batch keeps the examples seen (the recipe in
+  configs/hyperrule.py scales the steps by 512 / batch) and the decay fractions."""
   warmup_steps: int
   decay_steps: tuple[int, ...]
   total_steps: int
+
+  @property
+  def decay_fractions(self) -> tuple[float, ...]:
+    """Where the decays fall, as fractions of the run (what `optim.Schedule` resolves)."""
+    return tuple(step / self.total_steps for step in self.decay_steps)
 
 
 def _check_positive(name: str, value) -> None:
@@ -66,33 +72,3 @@ def mixup_alpha(dataset_size: int) -> float:
   """MixUp strength: none for small tasks, 0.1 from 20k labelled examples on."""
   _check_positive("dataset_size", dataset_size)
   return 0.0 if dataset_size < _MEDIUM_TASK else MIXUP_ALPHA
-
-
-def step_decay_schedule(base_lr: float, warmup_steps: int,
-                        decay_steps: tuple[int, ...], factor: float = 0.1) -> optax.Schedule:
-  """Linear warm-up from 0 to `base_lr`, then multiply by `factor` after each decay step.
-
-  The rate at a decay step itself is still the previous one; from the step after it the new one
-  applies. Upstream pre-training uses the same shape with its own steps.
-  """
-  _check_positive("base_lr", base_lr)
-  if warmup_steps < 0:
-    raise errors.ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}.")
-  if list(decay_steps) != sorted(decay_steps):
-    raise errors.ConfigError(f"decay_steps must be increasing, got {tuple(decay_steps)}.")
-  boundaries = {int(step) + 1: factor for step in decay_steps}
-  decayed = optax.piecewise_constant_schedule(base_lr, boundaries)
-  if warmup_steps == 0:
-    return decayed
-  warmup = optax.linear_schedule(0.0, base_lr, warmup_steps)
-  return optax.join_schedules([warmup, lambda step: decayed(step + warmup_steps)],
-                              [warmup_steps])
-
-
-def lr_schedule(dataset_size: int, base_lr: float = BASE_LR,
-                batch_size: int = BASE_BATCH_SIZE) -> optax.Schedule:
-  """The HyperRule learning rate for a task: `base_lr * batch_size / 512` with its schedule."""
-  _check_positive("batch_size", batch_size)
-  steps = schedule(dataset_size)
-  return step_decay_schedule(base_lr * batch_size / BASE_BATCH_SIZE, steps.warmup_steps,
-                             steps.decay_steps)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from big_transfer import errors
+from big_transfer import atomic, errors
 from big_transfer.models.resnetv2 import BLOCKS_PER_DEPTH, ResNetV2, depth_of
 
 _ROOT_KERNEL = "resnet/root_block/standardized_conv2d/kernel"
@@ -35,7 +35,7 @@ _MODULE_NAME = re.compile(r"^block(\d+)_unit(\d+)$")
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointInfo:
+class NpzInfo:
   """What a published-layout file holds.
 
   Attributes:
@@ -116,17 +116,19 @@ def _read_npz(path) -> dict[str, np.ndarray]:
     archive = np.load(io.BytesIO(data), allow_pickle=False)
   except (ValueError, OSError, zipfile.BadZipFile) as e:
     raise errors.CheckpointError(f"{path} is not an .npz file ({e}); BiT checkpoints are flat .npz "
-                     "archives such as BiT-M-R50x1.npz.") from None
+                                 "archives such as BiT-M-R50x1.npz.") from None
   if not isinstance(archive, np.lib.npyio.NpzFile):
-    raise errors.CheckpointError(f"{path} is a single .npy array, not an .npz archive of named arrays.")
+    raise errors.CheckpointError(f"{path} is a single .npy array, not an .npz archive of named "
+                                 "arrays.")
   arrays = {}
   with archive:
     for key in archive.files:
       try:
         arrays[key] = archive[key]
       except ValueError as e:
-        raise errors.CheckpointError(f"{path}: array {key!r} needs pickle to load ({e}); refusing it, as "
-                         "pickled data can run code. Re-save it as a plain numeric array.") from None
+        raise errors.CheckpointError(f"{path}: array {key!r} needs pickle to load ({e}); refusing "
+                                     "it, as pickled data can run code. Re-save it as a plain "
+                                     "numeric array.") from None
   return arrays
 
 
@@ -140,11 +142,12 @@ def _param_shapes(blocks, width, num_classes) -> dict[tuple[str, ...], tuple[int
 def _architecture(arrays: dict[str, np.ndarray], path) -> tuple[tuple[int, ...], int, int | None]:
   """Reads (blocks, width, num_classes) off the arrays of a published-layout file."""
   if _ROOT_KERNEL not in arrays:
-    raise errors.CheckpointError(f"{path} lacks {_ROOT_KERNEL!r}: not a BiT ResNet-v2 checkpoint in the "
-                     "published layout.")
+    raise errors.CheckpointError(f"{path} lacks {_ROOT_KERNEL!r}: not a BiT ResNet-v2 checkpoint "
+                                 "in the published layout.")
   root = arrays[_ROOT_KERNEL].shape
   if len(root) != 4 or root[:3] != (7, 7, 3) or root[3] % 64:
-    raise errors.CheckpointError(f"{path}: {_ROOT_KERNEL} has shape {root}, expected (7, 7, 3, 64 * width).")
+    raise errors.CheckpointError(f"{path}: {_ROOT_KERNEL} has shape {root}, expected (7, 7, 3, 64 "
+                                 "* width).")
   units: dict[int, list[int]] = {}
   for key in arrays:
     if match := _UNIT_KEY.match(key):
@@ -153,24 +156,25 @@ def _architecture(arrays: dict[str, np.ndarray], path) -> tuple[tuple[int, ...],
     raise errors.CheckpointError(f"{path}: found stages {sorted(units)}, expected block1..block4.")
   for stage, found in units.items():
     if sorted(found) != list(range(1, len(found) + 1)):
-      raise errors.CheckpointError(f"{path}: block{stage} has units {sorted(found)}, expected 1..{len(found)}.")
+      raise errors.CheckpointError(f"{path}: block{stage} has units {sorted(found)}, expected "
+                                   f"1..{len(found)}.")
   head = arrays.get(_HEAD_KERNEL)
   num_classes = None if head is None else int(head.shape[-1])
   return tuple(len(units[s]) for s in (1, 2, 3, 4)), root[3] // 64, num_classes
 
 
-def describe(path) -> CheckpointInfo:
+def npz_info(path) -> NpzInfo:
   """Reports the architecture of a published-layout `.npz` (local or gs://)."""
   arrays = _read_npz(path)
   blocks, width, num_classes = _architecture(arrays, path)
   depth = next((d for d, b in BLOCKS_PER_DEPTH.items() if b == blocks), blocks)
-  return CheckpointInfo(depth, width, blocks, num_classes, sum(a.size for a in arrays.values()))
+  return NpzInfo(depth, width, blocks, num_classes, sum(a.size for a in arrays.values()))
 
 
 def load_bit_npz(path) -> dict:
   """Loads a published-layout `.npz` into the float32 params tree of the matching `ResNetV2`.
 
-  Build the network with `describe(path).model()`. Every array is checked against the shape
+  Build the network with `npz_info(path).model()`. Every array is checked against the shape
   the architecture read off the file implies; errors name the key and both shapes.
   """
   arrays = _read_npz(path)
@@ -180,16 +184,18 @@ def load_bit_npz(path) -> dict:
               for p, shape in param_shapes.items()}
   missing = sorted(set(expected) - set(arrays))
   if missing:
-    raise errors.CheckpointError(f"{path}: missing {len(missing)} array(s) of an R{depth_of(blocks)}x{width}, "
-                     f"first {missing[0]!r} with shape {expected[missing[0]]}.")
+    raise errors.CheckpointError(f"{path}: missing {len(missing)} array(s) of an "
+                                 f"R{depth_of(blocks)}x{width}, first {missing[0]!r} with shape "
+                                 f"{expected[missing[0]]}.")
   unexpected = sorted(set(arrays) - set(expected))
   if unexpected:
     raise errors.CheckpointError(f"{path}: unexpected array {unexpected[0]!r} (shape "
-                     f"{arrays[unexpected[0]].shape}) for an R{depth_of(blocks)}x{width}.")
+                                 f"{arrays[unexpected[0]].shape}) for an "
+                                 f"R{depth_of(blocks)}x{width}.")
   for key, shape in expected.items():
     if arrays[key].shape != shape:
-      raise errors.CheckpointError(f"{path}: {key!r} has shape {arrays[key].shape}, expected {shape} for an "
-                       f"R{depth_of(blocks)}x{width}.")
+      raise errors.CheckpointError(f"{path}: {key!r} has shape {arrays[key].shape}, expected "
+                                   f"{shape} for an R{depth_of(blocks)}x{width}.")
   return _unflatten({p: _from_published(p, arrays[_published_key(p)].astype(np.float32))
                      for p in param_shapes})
 
@@ -197,17 +203,13 @@ def load_bit_npz(path) -> dict:
 def save_bit_npz(params, path) -> None:
   """Writes a `ResNetV2` params tree in the published layout, float32, atomically.
 
-  The file is written beside `path` and renamed into place, so a failure never leaves a
-  half-written file under the final name.
+  A failure never leaves a half-written file under the final name nor destroys an existing one.
   """
   arrays = {_published_key(p): _to_published(p, np.asarray(jax.device_get(leaf), np.float32))
             for p, leaf in _flatten(params).items()}
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
-  path = epath.Path(path)
-  tmp = path.parent / f".{path.name}.tmp"
-  tmp.write_bytes(buffer.getvalue())
-  tmp.replace(path)
+  atomic.write_bytes(path, buffer.getvalue())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,39 +226,62 @@ class MergeReport:
     return "\n".join(lines)
 
 
-def merge_pretrained(init_params, pretrained, reinit_prefixes=("head",)) -> tuple[dict, MergeReport]:
-  """Fine-tuning params: the pretrained arrays where they fit, `init_params` for a new head.
+def architecture(params) -> str:
+  """Names the network a params tree belongs to, e.g. "R50x1 (units per stage 3, 4, 6, 3)"."""
+  flat = _flatten(params)
+  root = flat.get(("root_conv", "kernel"))
+  units: dict[int, int] = {}
+  for path in flat:
+    if match := _MODULE_NAME.match(path[0]):
+      units[int(match[1])] = max(units.get(int(match[1]), 0), int(match[2]))
+  if root is None or not units:
+    return "not a BiT ResNet-v2"
+  blocks = tuple(units.get(stage, 0) for stage in range(1, max(units) + 1))
+  return (f"R{depth_of(blocks)}x{root.shape[-1] // 64} (units per stage "
+          f"{', '.join(map(str, blocks))})")
+
+
+def merge_pretrained(init_params, pretrained, keep_head: bool = False,
+                     allow_partial: bool = False) -> tuple[dict, MergeReport]:
+  """Fine-tuning params: the pretrained body, and a new head from `init_params`.
+
+  BiT fine-tunes from a zero-initialized head whatever the checkpoint's head holds, even when its
+  shape fits (a 1000-class BiT-S head on a 1000-class task, a run's own head).
 
   Args:
     init_params: params of the model to fine-tune, freshly initialized (its head is zeros).
     pretrained: params of a pretrained model, e.g. from `load_bit_npz`.
-    reinit_prefixes: top-level modules allowed to differ in shape or be absent; they keep
-      their initial values. Any other difference is an error naming the parameter and shapes.
+    keep_head: take the checkpoint's head when its shape fits (continuing an upstream run).
+    allow_partial: load the arrays whose names and shapes fit from a checkpoint of another
+      architecture and keep the initial values of the rest; by default that is an error naming
+      both architectures.
 
   Returns:
     (params, report) with `params` shaped like `init_params`.
   """
   init_flat, pre_flat = _flatten(init_params), _flatten(pretrained)
+  body = lambda flat: {p: tuple(x.shape) for p, x in flat.items() if p[0] != "head"}
+  if body(init_flat) != body(pre_flat) and not allow_partial:
+    raise errors.CheckpointError(
+        f"The pretrained weights are of an {architecture(pretrained)}, the model is an "
+        f"{architecture(init_params)}: set --config.model to the checkpoint's architecture "
+        "(--config.init_partial=true loads only the arrays whose names and shapes fit).")
   merged, loaded, reinitialized = {}, [], []
   for path, init in init_flat.items():
     name = "/".join(path)
     source = pre_flat.get(path)
-    may_differ = path[0] in reinit_prefixes
-    if source is not None and source.shape == init.shape:
+    fits = source is not None and source.shape == init.shape
+    if path[0] == "head" and not keep_head:
+      merged[path] = init
+      reinitialized.append((name, "fine-tuning starts from a new head (init_keep_head=False)"))
+    elif fits:
       merged[path] = jnp.asarray(source, init.dtype)
       loaded.append(name)
-    elif may_differ:
-      why = ("absent from the checkpoint" if source is None else
-             f"checkpoint shape {tuple(source.shape)} != model shape {tuple(init.shape)}")
-      merged[path] = init
-      reinitialized.append((name, why))
-    elif source is None:
-      raise errors.CheckpointError(f"Pretrained params lack {name!r} (shape {tuple(init.shape)}): the "
-                       "checkpoint is of a different architecture than the model.")
     else:
-      raise errors.CheckpointError(f"Pretrained {name!r} has shape {tuple(source.shape)}, the model expects "
-                       f"{tuple(init.shape)}: build the model the checkpoint was trained as "
-                       "(interop.describe tells which).")
+      merged[path] = init
+      reinitialized.append((name, "absent from the checkpoint" if source is None else
+                            f"checkpoint shape {tuple(source.shape)} != model shape "
+                            f"{tuple(init.shape)}"))
   unused = tuple("/".join(p) for p in pre_flat if p not in init_flat)
   report = MergeReport(tuple(loaded), tuple(reinitialized), unused)
   return _unflatten(merged), report

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 def _check_shapes(logits: jax.Array, targets: jax.Array) -> None:
   if logits.ndim != 2 or logits.shape != targets.shape:
-    raise ValueError(f"Expected logits and targets of one shape (batch, classes), got "
+    raise ValueError("Expected logits and targets of one shape (batch, classes), got "
                      f"{logits.shape} and {targets.shape}; labels must be dense (one-hot).")
 
 
@@ -63,6 +63,13 @@ def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array,
 
 
 def top1_correct(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """(B,) float32: 1 where the argmax of `logits` (B, K) is the argmax of `targets` (B, K)."""
+  """(B,) float32: 1 where the top class of `logits` (B, K) is one of the true labels.
+
+  A true label is a class whose target (B, K) is positive: the one class of a one-hot target, any
+  of the classes of a multi-hot one (ImageNet-21k, JFT), as big_vision's classification
+  evaluator counts it.
+  """
   _check_shapes(logits, targets)
-  return (jnp.argmax(logits, axis=-1) == jnp.argmax(targets, axis=-1)).astype(jnp.float32)
+  predicted = jnp.argmax(logits, axis=-1)
+  hit = jnp.take_along_axis(targets, predicted[:, None], axis=-1)[:, 0] > 0
+  return hit.astype(jnp.float32)

@@ -5,7 +5,9 @@ same workdir resumes from its latest checkpoint.
 """
 
 import logging as std_logging
+import re
 import sys
+import warnings
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,50 +24,87 @@ flags.mark_flags_as_required(["config", "workdir"])
 PREEMPTED_EXIT_CODE = 143
 
 
-
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad --config value reported in one line."""
+  """absl's flag parsing, with a bad --config value or recipe argument reported in one line."""
+  overrides = [arg for arg in argv[1:] if arg.startswith("--config.")]
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
+    if isinstance(e.__context__, errors.UserError):
+      # ml_collections re-raises a recipe's error with the traceback in its message; the error
+      # itself is its last line, "big_transfer.errors.ConfigError: <message>".
+      print(f"error: {str(e.__context__).strip().splitlines()[-1].split(': ', 1)[-1]}",
+            file=sys.stderr)
+    else:
+      print(f"error: {e}", file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if not overrides:
+      raise
     # ml_collections raises these for keys the locked config does not have or bad values.
-    bad = [arg for arg in argv[1:] if arg.startswith("--config.")]
-    print(f"error: cannot apply {' '.join(bad)}: {e}. Every --config.KEY must be a key of the "
-          "recipe (see big_transfer/config.py) with a value of its type.", file=sys.stderr)
+    if isinstance(e, (AttributeError, KeyError)):
+      key = str(e).strip("\"'")
+      named = [o.split("=")[0] for o in overrides if o.split("=")[0].endswith(f".{key}")]
+      print(f"error: {' '.join(named) or key}: the recipe has no key {key!r}. Every "
+            "--config.KEY must be a key of the recipe (big_transfer/config.py lists them).",
+            file=sys.stderr)
+    else:
+      print(f"error: cannot apply {' '.join(overrides)}: {e}. Every --config.KEY must be given "
+            "a value of its type.", file=sys.stderr)
   sys.exit(1)
 
 
-def _quiet_libraries() -> None:
-  """Keeps INFO lines of big_transfer and clu (progress, metrics), WARNING+ of everything else."""
-  ours = ("big_transfer", "clu")
+# Console lines that only matter to a library's developers or that repeat another line.
+_NOISE = (
+    re.compile(r"is deprecated"),                     # e.g. TFDS's FeatureConnector.dtype, per read
+    re.compile(r"has no dataset_info\.json"),         # TFDS preparing the built-in data set
+    re.compile(r"^\[\d+\] (steps_per_sec|uptime)="),   # clu's progress; its notes line says it
+)
+
+
+def _quiet_console() -> None:
+  """Shows big_transfer's lines and clu's progress and metrics; of other libraries, warnings
+  and errors that are not noise. `--verbosity=1` (or higher) shows everything."""
+  if flags.FLAGS.verbosity > 0:
+    return
+  warnings.filterwarnings("ignore", category=DeprecationWarning)
 
   def keep(record) -> bool:
-    return record.levelno >= std_logging.WARNING or any(f"/{p}/" in record.pathname for p in ours)
+    if "/big_transfer/" in record.pathname:
+      return True
+    if record.levelno < std_logging.WARNING and "/clu/" not in record.pathname:
+      return False
+    message = record.getMessage()
+    return not any(pattern.search(message) for pattern in _NOISE)
 
   # ABSLHandler hands records to its python handler without consulting its own filters.
   logging.get_absl_handler().python_handler.addFilter(keep)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  _quiet_libraries()
-  distributed.initialize()
+def run(config, workdir: str) -> int:
+  """Trains and evaluates; returns the exit code: 0, PREEMPTED_EXIT_CODE, or 1 for a UserError
+  (printed as one `error:` line). Any other exception propagates with its traceback."""
   try:
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except errors.UserError as e:  # Anything else keeps its traceback.
+    summary = train.train_and_evaluate(config, workdir)
+  except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    return 1
   logging.info("Finished at step %d (%s).", summary["step"], summary["status"])
   if summary["status"] == "preempted":
     # Non-zero, so schedulers that restart failed jobs (SLURM --requeue, Kubernetes) rerun it.
-    sys.exit(PREEMPTED_EXIT_CODE)
+    return PREEMPTED_EXIT_CODE
   results = {k: v for k, v in summary.items() if k.startswith(("eval/", "fewshot/"))}
   if results:
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in sorted(results.items())))
+  return 0
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  _quiet_console()
+  distributed.initialize()
+  sys.exit(run(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

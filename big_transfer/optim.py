@@ -1,15 +1,80 @@
-"""The optimizer (SGD with momentum, coupled weight decay) and the upstream learning-rate schedule."""
+"""The optimizer (SGD with momentum, coupled weight decay) and the learning-rate schedule.
 
-from collections.abc import Sequence
+This module is the one owner of the schedule: every recipe states its peak rate, warm-up, total
+steps and the fractions of the run after which the rate drops x10; `Schedule.from_config`
+resolves them and `Schedule.learning_rate(step)` is what the train step applies.
+"""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from big_transfer import errors, hyperrule
+from big_transfer import errors
 
-# Upstream learning rates are given for this global batch size and scaled linearly with it.
-UPSTREAM_BASE_BATCH_SIZE = 256
+# The rate is multiplied by this after each decay step, as in the paper and the released code.
+DECAY_FACTOR = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """A resolved step schedule: linear warm-up, then x0.1 after each decay step.
+
+  Attributes:
+    peak_lr: the rate reached at the end of the warm-up.
+    warmup_steps: steps of the linear warm-up from 0.
+    decay_steps: steps after which the rate is multiplied by `DECAY_FACTOR`: the rate at a decay
+      step itself is still the previous one.
+    total_steps: number of updates of the run.
+  """
+  peak_lr: float
+  warmup_steps: int
+  decay_steps: tuple[int, ...]
+  total_steps: int
+
+  def __post_init__(self):
+    if self.total_steps < 1:
+      raise errors.ConfigError(f"total_steps must be >= 1, got {self.total_steps}; set "
+                               "--config.total_steps to the number of updates to run.")
+    if self.peak_lr <= 0:
+      raise errors.ConfigError(f"lr must be positive, got {self.peak_lr}.")
+    if not 0 <= self.warmup_steps <= self.total_steps:
+      raise errors.ConfigError(f"warmup_steps must be in [0, total_steps={self.total_steps}], "
+                               f"got {self.warmup_steps}.")
+    if list(self.decay_steps) != sorted(self.decay_steps):
+      raise errors.ConfigError(f"Decay steps must be increasing, got {self.decay_steps}.")
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "Schedule":
+    """Resolves `lr`, `warmup_steps`, `total_steps` and `decay_fractions` of a run config."""
+    fractions = tuple(config.decay_fractions)
+    if any(not 0 < f < 1 for f in fractions):
+      raise errors.ConfigError("decay_fractions must lie strictly between 0 and 1 (fractions "
+                               f"of total_steps), got {fractions}.")
+    return cls(peak_lr=float(config.lr), warmup_steps=int(config.warmup_steps),
+               decay_steps=tuple(round(f * config.total_steps) for f in fractions),
+               total_steps=int(config.total_steps))
+
+  def learning_rate(self, step: jax.Array | int) -> jax.Array:
+    """The rate of the update made at `step` (0-based), float32; jit-compatible."""
+    step = jnp.asarray(step, jnp.float32)
+    rate = jnp.asarray(self.peak_lr, jnp.float32)
+    if self.warmup_steps:
+      rate = rate * jnp.minimum(step / self.warmup_steps, 1.0)
+    for decay in self.decay_steps:
+      rate = jnp.where(step > decay, rate * DECAY_FACTOR, rate)
+    return rate
+
+  def describe(self, batch_size: int, train_examples: int | None = None) -> str:
+    """One line for the start of a run's log: rate, warm-up, decays, total steps and epochs."""
+    epochs = lambda steps: (f" = {steps * batch_size / train_examples:.3g} epochs"
+                            if train_examples else "")
+    decays = ", ".join(str(s) for s in self.decay_steps) or "none"
+    return (f"lr {self.peak_lr:.6g} at global batch {batch_size}, linear warm-up "
+            f"{self.warmup_steps} steps{epochs(self.warmup_steps)}, x{DECAY_FACTOR:g} after "
+            f"steps {decays}; {self.total_steps} steps{epochs(self.total_steps)} in all")
 
 
 def weight_decay_mask(params):
@@ -24,13 +89,16 @@ def weight_decay_mask(params):
   return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
-def make_optimizer(learning_rate: optax.Schedule | float, momentum: float = 0.9,
-                   weight_decay: float = 0.0, grad_clip_norm: float | None = None,
+def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
+                   grad_clip_norm: float | None = None,
                    nesterov: bool = False) -> optax.GradientTransformation:
-  """SGD with momentum as BiT trained it: clip, add coupled L2 decay, accumulate, scale by -lr.
+  """SGD with momentum as BiT trained it, up to the learning rate: clip, add decay, accumulate.
+
+  Its updates are the momentum buffer; the train step multiplies them by `-lr(state.step)`, so
+  the rate follows the run's step even when a non-finite step leaves the optimizer state as it
+  was (an optax schedule would count in its own state and drift).
 
   Args:
-    learning_rate: a constant or a schedule of the step (e.g. `upstream_schedule`).
     momentum: momentum coefficient; the buffer is `m <- momentum * m + g` and the update
       `-lr * m` (TF's MomentumOptimizer), kept in float32 whatever the gradients' dtype.
     weight_decay: coupled L2: `weight_decay * w` is added to the (clipped) gradient before
@@ -43,10 +111,11 @@ def make_optimizer(learning_rate: optax.Schedule | float, momentum: float = 0.9,
   if momentum < 0 or momentum >= 1:
     raise errors.ConfigError(f"momentum must be in [0, 1), got {momentum}.")
   if weight_decay < 0:
-    raise errors.ConfigError(f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it off.")
+    raise errors.ConfigError(f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it "
+                             "off.")
   if grad_clip_norm is not None and grad_clip_norm <= 0:
-    raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to turn "
-                     "clipping off.")
+    raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to "
+                             "turn clipping off.")
   steps = []
   if grad_clip_norm is not None:
     # Clip the loss gradient alone, so the decay term does not eat into the clipping budget.
@@ -54,22 +123,4 @@ def make_optimizer(learning_rate: optax.Schedule | float, momentum: float = 0.9,
   if weight_decay:
     steps.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
   steps.append(optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=jnp.float32))
-  steps.append(optax.scale_by_learning_rate(learning_rate))
   return optax.chain(*steps)
-
-
-def upstream_schedule(base_lr: float, batch_size: int, warmup_steps: int,
-                      decay_epochs: Sequence[float], steps_per_epoch: int) -> optax.Schedule:
-  """The upstream rate: `base_lr * batch_size / 256`, linear warm-up, x0.1 at each decay epoch.
-
-  E.g. BiT-S/M: `upstream_schedule(0.03, 4096, 5000, (30, 60, 80), 1_281_167 // 4096)`. A decay
-  epoch `e` becomes step `round(e * steps_per_epoch)`; that step still uses the previous rate.
-  """
-  if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}.")
-  if steps_per_epoch <= 0:
-    raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}; it is the "
-                     "training set size divided by the global batch size.")
-  decay_steps = tuple(round(epoch * steps_per_epoch) for epoch in decay_epochs)
-  return hyperrule.step_decay_schedule(base_lr * batch_size / UPSTREAM_BASE_BATCH_SIZE,
-                                       warmup_steps, decay_steps)

@@ -47,7 +47,8 @@ def _resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> tuple[int, .
   flags = " ".join(f"--config.mesh.{name}={size}" for name, size in sizes.items())
   for name, size in sizes.items():
     if size != -1 and size < 1:
-      raise errors.ConfigError(f"Mesh axis {name} has size {size}; use a positive size or -1 ({flags}).")
+      raise errors.ConfigError(f"Mesh axis {name} has size {size}; use a positive size or -1 "
+                               f"({flags}).")
   free = [name for name, size in sizes.items() if size == -1]
   if len(free) > 1:
     raise errors.ConfigError(f"Mesh axes {free} are all -1 ({flags}); set all but one of them.")
@@ -55,8 +56,9 @@ def _resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> tuple[int, .
   resolved = {name: num_devices // fixed if size == -1 else size for name, size in sizes.items()}
   if math.prod(resolved.values()) != num_devices:
     shape = " x ".join(f"{name}={size}" for name, size in sizes.items())
-    raise errors.ConfigError(f"Mesh {shape} does not fit {num_devices} devices; set sizes whose product "
-                     f"is {num_devices}, e.g. --config.mesh.data=-1 --config.mesh.fsdp=1.")
+    raise errors.ConfigError(f"Mesh {shape} does not fit {num_devices} devices; set sizes whose "
+                             f"product is {num_devices}, e.g. --config.mesh.data=-1 "
+                             "--config.mesh.fsdp=1.")
   return tuple(resolved.values())
 
 
@@ -140,10 +142,10 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int =
   unit = devices * grad_accum_steps
   if global_batch_size < 1 or global_batch_size % unit:
     sizes = " x ".join(f"{axis}={mesh.shape[axis]}" for axis in BATCH_AXES)
-    raise errors.ConfigError(
-        f"Global batch size {global_batch_size} is not divisible by grad_accum_steps "
-        f"{grad_accum_steps} x {devices} batch devices ({sizes}) = {unit}; set "
-        f"--config.batch_size to a multiple of {unit} or change --config.grad_accum_steps.")
+    raise errors.ConfigError(f"Global batch size {global_batch_size} is not divisible by "
+                             f"grad_accum_steps {grad_accum_steps} x {devices} batch devices "
+                             f"({sizes}) = {unit}; set --config.batch_size to a multiple of "
+                             f"{unit} or change --config.grad_accum_steps.")
 
 
 def describe(mesh: Mesh, global_batch_size: int, grad_accum_steps: int = 1) -> str:

@@ -1,8 +1,9 @@
-"""The train state and the pure, jit-able train and eval steps.
+"""The train state and the pure, jit-able train, eval and feature steps.
 
-Nothing here knows about devices: `train.py` jits these functions with the shardings that
-`sharding.py` decides. The train step never synchronizes with the host; a non-finite loss is
-recorded in the state (and its update skipped) for the loop to report at its next look.
+Nothing here knows about devices: `experiment.jit_steps` jits these functions once with the
+shardings that `sharding.py` decides. The train step never synchronizes with the host: a step
+whose loss or gradients are not finite is recorded in the state (and its update skipped) for the
+loop to report at its next look.
 """
 
 from collections.abc import Callable
@@ -28,7 +29,7 @@ class TrainState:
     step: int32 scalar, number of updates applied.
     params: the model's parameters (float32).
     opt_state: the optimizer's state.
-    first_bad_step: int32 scalar, the first step whose loss was not finite, or -1.
+    first_bad_step: int32 scalar, the first step whose loss or gradients were not finite, or -1.
   """
   step: jax.Array
   params: Any
@@ -63,7 +64,9 @@ def _split_micro_batches(batch: dict, grad_accum_steps: int) -> dict:
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
-               optimizer: optax.GradientTransformation, loss_name: str = "softmax_xent",
+               optimizer: optax.GradientTransformation,
+               learning_rate: Callable[[jax.Array], jax.Array],
+               loss_name: str = "softmax_xent",
                grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
   """One optimizer update on a global batch.
 
@@ -71,12 +74,14 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     state: the current `TrainState`.
     batch: {"image": (B, H, W, 3) float32, "label": (B, K) float32 dense targets}.
     model: the network.
-    optimizer: the optax transformation the state was created with.
+    optimizer: the update direction (`optim.make_optimizer`), which the state was created with.
+    learning_rate: the rate of the update at a step, e.g. `optim.Schedule.learning_rate`; it is
+      evaluated at `state.step`, so it stays in step with the run whatever the optimizer counts.
     loss_name: a key of `LOSSES`.
     grad_accum_steps: split the batch into this many micro-batches, summed through `lax.scan`,
       so large batches fit in memory; the update equals the full-batch one.
   Returns:
-    (new state, {"loss": float32 scalar, "grad_norm": float32 scalar}).
+    (new state, {"loss", "grad_norm", "learning_rate"}: float32 scalars).
   """
   loss_fn = loss_function(loss_name)
 
@@ -98,10 +103,12 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                                     _split_micro_batches(batch, grad_accum_steps))
     loss, grads = loss / grad_accum_steps, jax.tree.map(lambda g: g / grad_accum_steps, grads)
 
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(loss)
-  # A bad step leaves the state as it was, so the last good weights survive to be saved.
+  direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  rate = learning_rate(state.step)
+  params = jax.tree.map(lambda p, d: p - rate * d, state.params, direction)
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  # A bad step leaves params and optimizer state as they were, so the last good weights survive
+  # to be saved; the step still counts, and the rate follows `state.step`.
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = TrainState(
       step=state.step + 1,
@@ -109,7 +116,12 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
       opt_state=keep(opt_state, state.opt_state),
       first_bad_step=jnp.where((state.first_bad_step < 0) & ~finite, state.step,
                                state.first_bad_step))
-  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": rate}
+
+
+def _all_finite(tree) -> jax.Array:
+  """bool scalar: every element of every leaf is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
 def eval_step(params, batch: dict, *, model: nn.Module,

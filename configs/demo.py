@@ -8,8 +8,8 @@ few-shot linear-probe accuracy on the built-in downstream classes. `smoke` is a 
 of a tiny model at a tiny resolution (under a minute, compile included).
 """
 
-from big_transfer import errors
 from big_transfer import config as config_lib
+from big_transfer import errors
 
 
 def get_config(arg: str = ""):
@@ -21,26 +21,27 @@ def get_config(arg: str = ""):
   config.data.crop = 32
   config.data.shuffle_buffer = 2_000
   config.batch_size = 32
-  config.total_steps = 300
-  config.lr = 0.02
-  config.warmup_steps = 30
-  config.decay_steps = (150, 225, 275)
+  config.lr = config_lib.scaled_by_batch(config, 0.02, 32)
+  config.total_steps = config_lib.steps_for_examples(config, 300 * 32)
+  config.warmup_steps = config_lib.steps_for_examples(config, 30 * 32)
+  config.decay_fractions = (0.5, 0.75, 275 / 300)
   config.weight_decay = 1e-4
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100
   config.eval_batch_size = 256
-  config.fewshot.datasets = ("bit_synthetic/downstream",)
+  config.fewshot.datasets = {"bit_synthetic/downstream": ("train", "test")}
   config.fewshot.shots = (1, 5, 10)
   if arg == "smoke":
     config.data.crop = 16
     config.batch_size = 16
     config.total_steps = 6
     config.warmup_steps = 2
-    config.decay_steps = (4,)
+    config.decay_fractions = (4 / 6,)
     config.log_every_steps = 2
     config.checkpoint_every_steps = 3
     config.eval_batch_size = 64
     config.fewshot.shots = (1, 5)
+    config.fewshot.seeds = 2
   elif arg:
     raise errors.ConfigError(f"configs/demo.py takes no argument or 'smoke', got {arg!r}.")
   return config

@@ -6,9 +6,10 @@
 
 Arguments: model, dataset (a name of big_transfer.data.dataset_table, any TFDS name, or
 folder:/path), init (a published .npz or a run's workdir), examples_per_class (few-shot K,
-0 for all), released_resolution (512 -> 480 instead of 448 -> 384), batch_size.
-SGD momentum 0.9, lr 0.003 x batch/512, no weight decay, zero-initialized head, schedule and
-MixUp by the number of labelled examples, resize + random crop + flip by the image size.
+0 for all), released_resolution (512 -> 480 instead of 448 -> 384), data_dir, dtype.
+SGD momentum 0.9, lr 0.003 per 512 examples, no weight decay, zero-initialized head, schedule
+and MixUp by the number of labelled examples, resize + random crop + flip by the image size.
+`--config.batch_size=N` keeps the rate per example and the examples seen (steps x 512 / N).
 """
 
 from big_transfer import config as config_lib
@@ -29,8 +30,8 @@ def _facts(dataset: str, data_dir: str | None) -> tuple[str, str, str, int, tupl
 
 def get_config(arg: str = ""):
   args = config_lib.parse_arg(arg, model="BiT-M-R50x1", dataset="cifar10", init="",
-                              examples_per_class=0, released_resolution=False, batch_size=512,
-                              data_dir="", dtype="float32")
+                              examples_per_class=0, released_resolution=False, data_dir="",
+                              dtype="float32")
   config = config_lib.base()
   config.model = args["model"]
   config.model_dtype = args["dtype"]
@@ -48,19 +49,22 @@ def get_config(arg: str = ""):
                    data.dataset_info(data.InputConfig(dataset=name, data_dir=data_dir)).num_classes)
     train_examples = args["examples_per_class"] * num_classes
 
-  schedule = hyperrule.schedule(train_examples)
   config.data.precrop, config.data.crop = hyperrule.resolution(
       image_size, released=args["released_resolution"])
   config.data.recipe = "finetune"
   config.data.mixup_alpha = hyperrule.mixup_alpha(train_examples)
-  config.batch_size = args["batch_size"]
-  config.lr = hyperrule.BASE_LR * config.batch_size / hyperrule.BASE_BATCH_SIZE
-  config.warmup_steps = schedule.warmup_steps
-  config.decay_steps = schedule.decay_steps
-  config.total_steps = schedule.total_steps
+  # The HyperRule's steps are for a batch of 512; another batch keeps the examples seen.
+  schedule = hyperrule.schedule(train_examples)
+  batch = hyperrule.BASE_BATCH_SIZE
+  config.batch_size = batch
+  config.lr = config_lib.scaled_by_batch(config, hyperrule.BASE_LR, batch)
+  config.total_steps = config_lib.steps_for_examples(config, schedule.total_steps * batch)
+  config.warmup_steps = config_lib.steps_for_examples(config, schedule.warmup_steps * batch)
+  config.decay_fractions = schedule.decay_fractions
   config.momentum = hyperrule.MOMENTUM
   config.weight_decay = 0.0
   config.log_every_steps = 50
-  config.eval_every_steps = schedule.total_steps // 5
-  config.checkpoint_every_steps = max(schedule.total_steps // 10, 50)
+  total = config.get_ref("total_steps")
+  config.eval_every_steps = (total + 4) // 5      # Five evaluations per run.
+  config.checkpoint_every_steps = (total + 9) // 10
   return config

@@ -34,3 +34,14 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
+
+
+def assert_fails_in_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+  """A user error: exit 1, no traceback, one `error:` line holding every fragment; returns it."""
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1, result.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+  return lines[0]

@@ -14,7 +14,7 @@ from big_transfer import checkpoints, interop, models
 
 TOTAL_STEPS = 12
 RUN = {"total_steps": TOTAL_STEPS, "checkpoint_every_steps": 3, "log_every_steps": 1,
-       "fewshot.datasets": "()", "decay_steps": "(8,)"}
+       "fewshot.shots": "()", "decay_fractions": "(0.6667,)"}
 
 
 def _final_params(workdir):
@@ -113,18 +113,18 @@ def test_resuming_a_workdir_of_another_run_names_the_differences(tmp_path, synth
   assert _saved_steps(tmp_path) == [3]
 
 
-def test_init_from_a_published_layout_npz_with_another_head(tmp_path, synthetic_data_dir):
-  model = models.ResNetV2(depth=14, width=1, num_classes=7)
+def test_fine_tuning_from_a_checkpoint_whose_head_fits_starts_from_a_zero_head(
+    tmp_path, synthetic_data_dir):
+  model = models.ResNetV2(depth=14, width=1, num_classes=90)  # The upstream set's 90 classes.
   params = model.init(jax.random.key(5), jnp.zeros((1, 16, 16, 3)))["params"]
   params = jax.tree.map(lambda p: p + 0.5, params)  # A non-zero head, to see it replaced.
   interop.save_bit_npz(params, tmp_path / "pretrained.npz")
   result = cli.run_main(tmp_path / "run", synthetic_data_dir, init=tmp_path / "pretrained.npz",
                         lr=1e-30, **dict(RUN, total_steps=3))
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "re-initialized head/kernel: checkpoint shape (2048, 7) != model shape (2048, 90)" \
-      in result.stderr
+  assert "re-initialized head/kernel: fine-tuning starts from a new head" in result.stderr
   final = _final_params(tmp_path / "run")
   # The new head starts at zero; a learning rate of 1e-30 leaves every weight where it began.
-  np.testing.assert_allclose(final["head"]["bias"], np.zeros(90), atol=1e-25)
+  np.testing.assert_allclose(final["head"]["kernel"], np.zeros((2048, 90)), atol=1e-25)
   np.testing.assert_allclose(final["block3_unit01"]["conv2"]["kernel"],
                              params["block3_unit01"]["conv2"]["kernel"], rtol=1e-6)

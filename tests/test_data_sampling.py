@@ -20,6 +20,11 @@ def test_few_shot_draw_larger_than_the_smallest_class_names_it_and_its_count():
     sampling.select_per_class(labels, 3, seed=0, class_names=("ant", "bee", "cat"))
 
 
+def test_a_class_absent_from_the_split_is_named():
+  with pytest.raises(ValueError, match="class 'cat' \\(label 2\\) has: 0 examples"):
+    sampling.select_per_class(np.array([0, 0, 1, 1]), 1, seed=0, class_names=("ant", "bee", "cat"))
+
+
 def test_host_shards_split_indices_into_disjoint_complete_balanced_parts():
   indices = np.arange(10)
   shards = [sampling.host_shard(indices, i, 4) for i in range(4)]

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import types
 
 import flax.serialization
 import jax
@@ -14,22 +15,21 @@ import pytest
 import tensorflow as tf
 
 import cli
-from big_transfer import checkpoints, config as config_lib, errors, export, interop, models, steps
+from big_transfer import checkpoints, config as config_lib, errors, export, interop, models
+from big_transfer import run_record, steps
 
 CROP = 32
 CLASS_NAMES = ["cat", "dog", "fish", "bird", "frog"]
 STEPS = (2, 5)
 
 
-def _record() -> dict:
+def _record() -> run_record.RunRecord:
   config = config_lib.base()
   config.model = "BiT-S-R14x1"
   config.dataset = "bit_synthetic/upstream"
   config.data.crop = CROP
   config.batch_size = 8
-  return {"model": config.model, "num_classes": len(CLASS_NAMES), "dataset": config.dataset,
-          "seed": 0, "batch_size": config.batch_size, "loss": "softmax_xent",
-          "class_names": CLASS_NAMES, "config": json.loads(config.to_json())}
+  return run_record.RunRecord.of_run(config, len(CLASS_NAMES), CLASS_NAMES)
 
 
 def _random_params(seed: int) -> dict:
@@ -47,7 +47,7 @@ def _random_params(seed: int) -> dict:
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-def _save(ckpts: checkpoints.Checkpoints, step: int, params: dict, record: dict) -> None:
+def _save(ckpts: checkpoints.Checkpoints, step: int, params: dict, record) -> None:
   """Saves a train state as train.py does: jax.Arrays on a mesh (of 2 devices: saving on all 8
   fake ones takes orbax 12 s)."""
   opt_state = jax.eval_shape(optax.sgd(0.1, momentum=0.9).init, params)
@@ -87,7 +87,7 @@ def test_npz_round_trip_is_bit_exact(run, tmp_path):
   workdir, saved = run
   export.export(workdir, tmp_path / "model.npz", "npz")
   _assert_trees_equal(interop.load_bit_npz(tmp_path / "model.npz"), saved[STEPS[-1]])
-  info = interop.describe(tmp_path / "model.npz")
+  info = interop.npz_info(tmp_path / "model.npz")
   assert (info.name, info.num_classes) == ("R14x1", len(CLASS_NAMES))
 
 
@@ -169,7 +169,7 @@ def _expected_metadata(format: str, workdir) -> dict:
       "width": 1, "blocks": [1, 1, 1, 1], "timm_model": None, "num_classes": 5,
       "class_names": CLASS_NAMES, "resolution": [CROP, CROP], "dtype": "float32",
       "dataset": "bit_synthetic/upstream", "step": STEPS[-1], "workdir": str(workdir),
-      "training_config": _record()["config"],
+      "training_config": _record().config,
       "big_transfer_version": re.search(r'__version__ = "([^"]+)"',
                                         (cli.REPO / "big_transfer/__init__.py").read_text())[1],
   }
@@ -202,9 +202,11 @@ def test_metadata_is_complete(run, savedmodel, tmp_path, format, metadata_name):
 
 
 def test_published_variants_name_their_timm_model():
-  assert export.TIMM_MODELS["R50x1"] == "resnetv2_50x1_bit"
-  assert export.TIMM_MODELS["R152x4"] == "resnetv2_152x4_bit"
-  assert set(export.TIMM_MODELS) == set(models.VARIANTS)
+  # timm's names of the six published BiT networks (timm/models/resnetv2.py).
+  assert export.TIMM_MODELS == {
+      "R50x1": "resnetv2_50x1_bit", "R50x3": "resnetv2_50x3_bit",
+      "R101x1": "resnetv2_101x1_bit", "R101x3": "resnetv2_101x3_bit",
+      "R152x2": "resnetv2_152x2_bit", "R152x4": "resnetv2_152x4_bit"}
 
 
 def test_overwrite_replaces_an_existing_export(run, tmp_path):
@@ -241,12 +243,13 @@ def test_a_failed_export_leaves_the_existing_one_and_no_temporary_files(run, tmp
   assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
-def test_a_record_without_the_training_config_is_refused(tmp_path):
-  record = {k: v for k, v in _record().items() if k != "config"}
+def test_a_record_of_an_older_version_is_refused_naming_what_it_lacks(tmp_path):
+  older = {k: v for k, v in _record().to_json().items() if k not in ("config", "recipe")}
   ckpts = checkpoints.Checkpoints(tmp_path / "run", every_steps=1)
-  _save(ckpts, 1, _random_params(seed=0), record)
+  _save(ckpts, 1, _random_params(seed=0), types.SimpleNamespace(to_json=lambda: older))
   ckpts.close()
-  with pytest.raises(ValueError, match="lacks config"):
+  with pytest.raises(errors.CheckpointError, match="lacks recipe, config: it was written by an "
+                                                   "older big_transfer"):
     export.export(tmp_path / "run", tmp_path / "model.npz")
   assert not (tmp_path / "model.npz").exists()
 

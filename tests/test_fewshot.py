@@ -44,28 +44,3 @@ def test_bias_is_the_mean_target():
   train_x, train_y = _clustered(10, 16, seed=0)
   probe = fewshot.fit_linear_probe(train_x, train_y, _CLASSES, 1.0)
   np.testing.assert_allclose(probe.bias, np.full(_CLASSES, 2 / _CLASSES - 1), rtol=1e-6)
-
-
-def test_fewshot_indices_take_exactly_shots_per_class():
-  labels = np.random.default_rng(0).integers(0, 5, 300)
-  indices = fewshot.fewshot_indices(labels, shots=3, seed=7)
-  np.testing.assert_array_equal(np.bincount(labels[indices], minlength=5), [3] * 5)
-  assert len(np.unique(indices)) == len(indices)
-
-
-def test_fewshot_indices_are_deterministic_per_seed():
-  labels = np.random.default_rng(0).integers(0, 5, 300)
-  first = fewshot.fewshot_indices(labels, shots=3, seed=7)
-  np.testing.assert_array_equal(first, fewshot.fewshot_indices(labels, shots=3, seed=7))
-  assert not np.array_equal(first, fewshot.fewshot_indices(labels, shots=3, seed=8))
-
-
-def test_fewshot_indices_name_the_short_class():
-  labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-  with pytest.raises(ValueError, match="Class 1 has 2 examples, fewer than shots=3"):
-    fewshot.fewshot_indices(labels, shots=3, seed=0)
-
-
-def test_fewshot_indices_name_a_missing_class():
-  with pytest.raises(ValueError, match="Class 2 has 0 examples"):
-    fewshot.fewshot_indices(np.array([0, 0, 1, 1]), shots=1, seed=0, num_classes=3)

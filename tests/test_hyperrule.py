@@ -34,27 +34,16 @@ def test_mixup_from_medium_tasks_on(n, alpha):
   assert hyperrule.mixup_alpha(n) == alpha
 
 
-@pytest.mark.parametrize("n", [1_000, 50_000, 1_000_000])
-def test_lr_warmup_and_decays(n):
-  steps = hyperrule.schedule(n)
-  lr = hyperrule.lr_schedule(n)
-  assert float(lr(0)) == 0.0
-  assert float(lr(steps.warmup_steps // 2)) == pytest.approx(0.003 / 2, rel=1e-5)
-  assert float(lr(steps.warmup_steps)) == pytest.approx(0.003, rel=1e-6)
-  for i, decay in enumerate(steps.decay_steps):
-    assert float(lr(decay)) == pytest.approx(0.003 * 0.1**i, rel=1e-5)
-    assert float(lr(decay + 1)) == pytest.approx(0.003 * 0.1**(i + 1), rel=1e-5)
-
-
-def test_lr_scales_with_batch_size():
-  assert float(hyperrule.lr_schedule(1_000, batch_size=128)(100)) == pytest.approx(0.003 / 4)
+@pytest.mark.parametrize("n, fractions", [(1_000, (0.4, 0.6, 0.8)),
+                                          (50_000, (0.3, 0.6, 0.9)),
+                                          (1_000_000, (0.3, 0.6, 0.9))])
+def test_decays_as_fractions_of_the_run(n, fractions):
+  assert hyperrule.schedule(n).decay_fractions == pytest.approx(fractions)
 
 
 @pytest.mark.parametrize("call, message", [
     (lambda: hyperrule.schedule(0), "dataset_size must be positive, got 0"),
     (lambda: hyperrule.resolution((0, 32)), "image height must be positive, got 0"),
-    (lambda: hyperrule.lr_schedule(10, batch_size=-2), "batch_size must be positive, got -2"),
-    (lambda: hyperrule.step_decay_schedule(0.1, 5, (30, 20)), "decay_steps must be increasing"),
 ])
 def test_bad_arguments_are_explained(call, message):
   with pytest.raises(ValueError, match=message):

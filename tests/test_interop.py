@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
 import bit_reference
 from big_transfer import errors, interop, models
@@ -17,9 +18,9 @@ def r50_npz(tmp_path_factory):
   return path, weights
 
 
-def test_describe_reads_architecture_off_the_file(r50_npz):
+def test_npz_info_reads_the_architecture_off_the_file(r50_npz):
   path, weights = r50_npz
-  info = interop.describe(path)
+  info = interop.npz_info(path)
   assert (info.depth, info.width, info.blocks, info.num_classes) == (50, 1, (3, 4, 6, 3), 21)
   assert info.num_params == sum(w.size for w in weights.values())
   assert info.name == "R50x1"
@@ -45,49 +46,72 @@ def test_model_params_round_trip_bit_exactly(tmp_path):
   assert jax.tree.structure(loaded) == jax.tree.structure(params)
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, np.asarray(b))
-  assert interop.describe(tmp_path / "m.npz").depth == (1, 2, 1, 1)
+  assert interop.npz_info(tmp_path / "m.npz").depth == (1, 2, 1, 1)
 
 
 def test_headless_params_round_trip(tmp_path):
   model = models.ResNetV2(depth=[1, 1, 1, 1], width=1, num_classes=None)
   params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   interop.save_bit_npz(params, tmp_path / "h.npz")
-  assert interop.describe(tmp_path / "h.npz").num_classes is None
+  assert interop.npz_info(tmp_path / "h.npz").num_classes is None
   assert "head" not in interop.load_bit_npz(tmp_path / "h.npz")
 
 
 def test_new_head_replaces_old_and_body_is_loaded(r50_npz):
   path, weights = r50_npz
   pretrained = interop.load_bit_npz(path)
-  model = interop.describe(path).model(num_classes=10)
+  model = interop.npz_info(path).model(num_classes=10)
   init = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   params, report = interop.merge_pretrained(init, pretrained)
   np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((2048, 10)))
   np.testing.assert_array_equal(params["head"]["bias"], np.zeros(10))
   np.testing.assert_array_equal(params["block3_unit02"]["conv2"]["kernel"],
                                 weights["resnet/block3/unit02/b/standardized_conv2d/kernel"])
-  assert dict(report.reinitialized) == {
-      "head/kernel": "checkpoint shape (2048, 21) != model shape (2048, 10)",
-      "head/bias": "checkpoint shape (21,) != model shape (10,)"}
+  assert set(dict(report.reinitialized)) == {"head/kernel", "head/bias"}
   assert len(report.loaded) == len(jax.tree.leaves(init)) - 2
-  assert "re-initialized head/kernel" in report.summary()
+  assert "re-initialized head/kernel: fine-tuning starts from a new head" in report.summary()
+
+
+def test_a_checkpoint_head_that_fits_is_still_replaced_by_a_zero_head(r50_npz):
+  path, weights = r50_npz
+  model = interop.npz_info(path).model()  # The file's own 21 classes.
+  init = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  params, report = interop.merge_pretrained(init, interop.load_bit_npz(path))
+  np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((2048, 21)))
+  assert "head/bias" in dict(report.reinitialized)
+  kept, _ = interop.merge_pretrained(init, interop.load_bit_npz(path), keep_head=True)
+  np.testing.assert_array_equal(kept["head"]["kernel"],
+                                weights["resnet/head/conv2d/kernel"].reshape(2048, 21))
 
 
 def test_merge_into_headless_model_reports_unused_head(r50_npz):
   path, _ = r50_npz
-  init = interop.describe(path).model(num_classes=None).init(
+  init = interop.npz_info(path).model(num_classes=None).init(
       jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   _, report = interop.merge_pretrained(init, interop.load_bit_npz(path))
   assert set(report.unused) == {"head/kernel", "head/bias"}
 
 
-def test_merge_refuses_a_different_body(r50_npz):
+def test_merge_refuses_a_different_architecture_naming_both(r50_npz):
   path, _ = r50_npz
-  init = models.create("R50x3", num_classes=10).init(
+  for other in ("R50x3", "R14x1"):  # R14x1's arrays all exist in an R50x1 with their shapes.
+    init = models.create(other, num_classes=10).init(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    with pytest.raises(errors.CheckpointError,
+                       match=r"weights are of an R50x1 \(units per stage 3, 4, 6, 3\), the model "
+                             rf"is an {other}"):
+      interop.merge_pretrained(init, interop.load_bit_npz(path))
+
+
+def test_partial_load_takes_only_the_arrays_that_fit_and_reports_the_rest(r50_npz):
+  path, weights = r50_npz
+  init = models.create("R14x1", num_classes=10).init(
       jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
-  with pytest.raises(ValueError, match=r"Pretrained 'block1_unit01/conv1/kernel' has shape "
-                                       r"\(1, 1, 64, 64\), the model expects \(1, 1, 192, 192\)"):
-    interop.merge_pretrained(init, interop.load_bit_npz(path))
+  params, report = interop.merge_pretrained(init, interop.load_bit_npz(path), allow_partial=True)
+  np.testing.assert_array_equal(params["block4_unit01"]["conv3"]["kernel"],
+                                weights["resnet/block4/unit01/c/standardized_conv2d/kernel"])
+  assert len(report.loaded) == len(jax.tree.leaves(init)) - 2
+  assert "not used from the checkpoint: block3_unit06/conv1/kernel" in report.summary()
 
 
 def _write(path, arrays):
@@ -137,7 +161,7 @@ def test_single_npy_array_is_refused(tmp_path):
   path = tmp_path / "one.npy"
   np.save(path, np.zeros(3))
   with pytest.raises(ValueError, match=r"single .npy array, not an .npz archive"):
-    interop.describe(path)
+    interop.npz_info(path)
 
 
 def test_missing_file_says_so(tmp_path):
@@ -147,16 +171,26 @@ def test_missing_file_says_so(tmp_path):
 
 def test_file_without_root_is_not_bit(tmp_path):
   with pytest.raises(ValueError, match=r"lacks 'resnet/root_block/standardized_conv2d/kernel'"):
-    interop.describe(_write(tmp_path / "x.npz", {"a": np.zeros(2)}))
+    interop.npz_info(_write(tmp_path / "x.npz", {"a": np.zeros(2)}))
 
 
-def test_failed_save_keeps_existing_file(r50_npz, tmp_path):
-  path, _ = r50_npz
+def test_a_save_failing_midway_keeps_the_existing_file_and_leaves_no_temporary(
+    r50_npz, tmp_path, monkeypatch):
+  path, weights = r50_npz
   out = tmp_path / "keep.npz"
   out.write_bytes(path.read_bytes())
-  with pytest.raises(ValueError, match="not part of a BiT ResNetV2"):
-    interop.save_bit_npz({"something": {"kernel": np.zeros(2)}}, out)
+  path_type = type(epath.Path(out))
+  write_bytes = path_type.write_bytes
+
+  def write_half_then_fail(self, content):
+    write_bytes(self, content[:len(content) // 2])
+    raise OSError("No space left on device")
+
+  monkeypatch.setattr(path_type, "write_bytes", write_half_then_fail)
+  with pytest.raises(OSError, match="No space left"):
+    interop.save_bit_npz(interop.load_bit_npz(path), out)
   assert out.read_bytes() == path.read_bytes()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npz"]
 
 
 def test_save_replaces_an_existing_file(r50_npz, tmp_path):

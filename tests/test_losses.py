@@ -74,9 +74,18 @@ def test_bfloat16_logits_give_float32_loss(loss):
   assert got.dtype == jnp.float32
 
 
-def test_top1_correct_compares_argmaxes():
-  soft = np.array([[0.6, 0.4, 0.0], [0.5, 0.0, 0.5], [0.3, 0.7, 0.0]], np.float32)
-  np.testing.assert_array_equal(losses.top1_correct(jnp.asarray(_LOGITS), jnp.asarray(soft)),
+def test_top1_is_a_hit_when_the_top_class_is_the_one_hot_label():
+  predicted = np.argmax(_LOGITS, axis=-1)
+  one_hot = np.eye(3, dtype=np.float32)[[predicted[0], (predicted[1] + 1) % 3, predicted[2]]]
+  np.testing.assert_array_equal(losses.top1_correct(jnp.asarray(_LOGITS), jnp.asarray(one_hot)),
+                                [1.0, 0.0, 1.0])
+
+
+def test_top1_is_a_hit_when_the_top_class_is_any_of_the_multi_hot_labels():
+  logits = np.array([[0.1, 3.0, 0.2, 0.0], [2.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 5.0]])
+  # The hits' top class is one of their labels but not their first one (argmax of the targets).
+  multi_hot = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 1]], np.float32)
+  np.testing.assert_array_equal(losses.top1_correct(jnp.asarray(logits), jnp.asarray(multi_hot)),
                                 [1.0, 0.0, 1.0])
 
 

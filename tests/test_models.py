@@ -1,12 +1,13 @@
 """The flax ResNetV2 against an independent reference, the named variants, and bf16."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import bit_reference
-from big_transfer import interop, models
+from big_transfer import interop, losses, models
 from big_transfer.models import resnetv2
 
 
@@ -41,7 +42,7 @@ def published_trained_like(request, tmp_path_factory):
 def test_logits_match_independent_reference(published):
   depth, weights, path = published
   params = interop.load_bit_npz(path)
-  model = interop.describe(path).model()
+  model = interop.npz_info(path).model()
   assert (model.depth, model.width, model.num_classes) == (depth, 1, 7)
   images = _images()
   ours = jax.jit(model.apply)({"params": params}, images)
@@ -54,21 +55,59 @@ def test_bfloat16_logits_close_to_float32(published_trained_like):
   path = published_trained_like
   params = interop.load_bit_npz(path)
   images = _images()
-  f32 = interop.describe(path).model().apply({"params": params}, images)
-  bf16 = jax.jit(interop.describe(path).model(dtype=jnp.bfloat16).apply)({"params": params}, images)
+  f32 = interop.npz_info(path).model().apply({"params": params}, images)
+  bf16 = jax.jit(interop.npz_info(path).model(dtype=jnp.bfloat16).apply)({"params": params}, images)
   assert bf16.dtype == jnp.float32
   assert _rel_err(bf16, f32) < 2e-2
 
 
 def test_root_max_pool_pads_with_zeros_not_minus_infinity():
-  # All-negative root activations: with zero padding the border maxima become exactly 0.
+  # Make the root convolution output -1 everywhere and look at what the first unit receives:
+  # pooling windows at the border overlap the padding, so with zeros their maximum is 0.
   model = models.ResNetV2(depth=[1, 1, 1, 1], width=1, num_classes=None)
-  x = jnp.full((1, 8, 8, 64), -1.0)
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  pooled = jax.lax.reduce_window(padded, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
-  assert float(pooled[0, 0, 0, 0]) == 0.0  # what the reference computes at a corner
-  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
-  assert params["root_conv"]["kernel"].shape == (7, 7, 3, 64)
+  images = jnp.zeros((1, 32, 32, 3))
+  params = model.init(jax.random.key(0), images)["params"]
+  seen = {}
+
+  def interceptor(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and context.module.name == "root_conv":
+      return -jnp.ones_like(next_fun(*args, **kwargs))
+    if context.method_name == "__call__" and context.module.name == "block1_unit01":
+      seen["pooled"] = args[0]
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    model.apply({"params": params}, images)
+  pooled = np.asarray(seen["pooled"])
+  assert pooled.shape == (1, 8, 8, 64)
+  assert np.all(pooled[:, 0, :, :] == 0) and np.all(pooled[:, :, 0, :] == 0)  # border windows
+  assert np.all(pooled[:, 1:, 1:, :] == -1)  # windows inside the image
+
+
+def test_group_norm_variance_is_centred_and_exact_for_a_large_mean():
+  # Per group: mean 1e4, spread 1. E[x^2] - E[x]^2 loses the spread to float32 rounding.
+  rng = np.random.default_rng(0)
+  x = (1e4 + rng.standard_normal((2, 4, 4, 64))).astype(np.float32)
+  norm = resnetv2.group_norm("gn", jnp.float32)
+  ours = norm.apply(norm.init(jax.random.key(0), x), x)
+  groups = x.astype(np.float64).reshape(2, 4, 4, 32, 2)
+  mean = groups.mean(axis=(1, 2, 4), keepdims=True)
+  var = groups.var(axis=(1, 2, 4), keepdims=True)
+  expected = ((groups - mean) / np.sqrt(var + resnetv2.GN_EPSILON)).reshape(x.shape)
+  np.testing.assert_allclose(ours, expected, atol=2e-3)
+
+
+def test_head_bias_starts_at_head_bias_init():
+  model = models.create("BiT-S-R14x1", num_classes=21_843, head_bias_init=-10.0)
+  images = _images(size=32)
+  variables = model.init(jax.random.key(0), images)
+  np.testing.assert_array_equal(variables["params"]["head"]["bias"], np.full(21_843, -10.0))
+  targets = np.zeros((2, 21_843), np.float32)
+  targets[:, 5] = 1.0
+  loss = float(losses.sigmoid_cross_entropy(model.apply(variables, images), targets))
+  # One positive at logit -10 (10 nats) and 21,842 negatives at log(1 + e^-10) each, instead of
+  # 21,843 log 2 = 15,140 nats with a zero bias.
+  assert loss == pytest.approx(10 + 21_842 * np.log1p(np.exp(-10.0)), rel=1e-4)
 
 
 def test_weight_standardization_is_per_output_channel():

@@ -2,15 +2,18 @@
 
 import functools
 
+import flax.linen as nn
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_transfer import hyperrule, models, optim, sharding, steps
+from big_transfer import experiment, models, optim, sharding, steps
 
 MODEL = models.ResNetV2(depth=(1, 1, 1, 1), width=1, num_classes=5)
-OPTIMIZER = optim.make_optimizer(hyperrule.step_decay_schedule(0.1, 1, (2,)), weight_decay=1e-4)
+OPTIMIZER = optim.make_optimizer(weight_decay=1e-4)
+SCHEDULE = optim.Schedule(peak_lr=0.1, warmup_steps=1, decay_steps=(2,), total_steps=3)
 _ONE_DEVICE = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
 
 
@@ -23,25 +26,25 @@ def _batches(n_steps, batch_size=16, seed=0):
 
 @functools.cache
 def _compiled(mesh, model, grad_accum_steps):
-  """The jitted init and step as train.py builds them, compiled once per test session."""
+  """The steps as every run builds them (`experiment.jit_steps`), compiled once per session."""
   create = functools.partial(steps.create_train_state, model=model, optimizer=OPTIMIZER,
                              image_shape=(32, 32, 3))
+  # A low threshold, so that the tiny model's kernels really are split over `fsdp`.
   shardings = sharding.param_shardings(jax.eval_shape(create, jax.random.key(0)), mesh,
                                        min_fsdp_size=2**10)
-  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=OPTIMIZER,
-                                   grad_accum_steps=grad_accum_steps),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-  return jax.jit(create, out_shardings=shardings), step, shardings
+  jitted = experiment.jit_steps(model, OPTIMIZER, SCHEDULE, mesh, shardings, "softmax_xent",
+                                grad_accum_steps, (32, 32, 3))
+  return jitted, shardings
 
 
 def _train(mesh, batches, model=MODEL, grad_accum_steps=1):
-  """Runs the train step as train.py does: sharded state, donated, batch over the mesh."""
-  create, step, shardings = _compiled(mesh, model, grad_accum_steps)
-  state = create(jax.random.key(0))
+  """Runs the train step as a run does: sharded state, donated, batch over the mesh."""
+  jitted, shardings = _compiled(mesh, model, grad_accum_steps)
+  sharding.check_batch_size(len(batches[0]["label"]), mesh, grad_accum_steps)
+  state = jitted.create(jax.random.key(0))
   losses = []
   for batch in batches:
-    state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
+    state, metrics = jitted.train(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
     losses.append(float(metrics["loss"]))
   return state, losses, shardings
 
@@ -70,8 +73,9 @@ def test_weights_agree_across_meshes(single_device_run, data, fsdp):
 
 def test_gradient_accumulation_equals_full_batch(single_device_run):
   reference, ref_losses, _ = single_device_run
+  # 16 examples = 2 micro-batches x 8 devices x 1 example each.
   state, losses, _ = _train(sharding.make_mesh(8, 1), _batches(3, batch_size=16),
-                            grad_accum_steps=4)
+                            grad_accum_steps=2)
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
   _assert_params_close(state.params, reference.params, rtol=1e-5)
 
@@ -91,6 +95,32 @@ def test_non_finite_loss_is_recorded_and_its_update_skipped():
   assert int(state.first_bad_step) == 1 and int(state.step) == 2
   good, _, _ = _train(_ONE_DEVICE, batches[:1])
   _assert_params_close(state.params, good.params, rtol=0)
+
+
+class _SqrtOfZero(nn.Module):
+  """Finite logits (zeros) whose gradient is not: d sqrt(w) / dw at w = 0."""
+
+  @nn.compact
+  def __call__(self, images):
+    w = self.param("w", nn.initializers.zeros, (5,))
+    return jnp.sqrt(w) * jnp.mean(images, axis=(1, 2, 3))[:, None]
+
+
+def test_non_finite_gradient_with_a_finite_loss_is_skipped_and_the_rate_follows_the_step():
+  model = _SqrtOfZero()
+  state = steps.create_train_state(jax.random.key(0), model, OPTIMIZER, (32, 32, 3))
+  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=OPTIMIZER,
+                                   learning_rate=SCHEDULE.learning_rate))
+  batch = _batches(1)[0]
+  after, metrics = step(state, batch)
+  assert np.isfinite(float(metrics["loss"])) and not np.isfinite(float(metrics["grad_norm"]))
+  assert int(after.first_bad_step) == 0 and int(after.step) == 1
+  np.testing.assert_array_equal(after.params["w"], state.params["w"])
+  # The skipped update left the optimizer state alone; the rate of the next step is still the
+  # schedule's at step 1, not at the optimizer's own count.
+  _, metrics = step(after, batch)
+  assert float(metrics["learning_rate"]) == pytest.approx(float(SCHEDULE.learning_rate(1)))
+  assert float(SCHEDULE.learning_rate(1)) != pytest.approx(float(SCHEDULE.learning_rate(0)))
 
 
 def test_eval_step_ignores_padding():

@@ -16,7 +16,8 @@ from big_transfer.data.config import config_section
 from big_transfer.data.device_feed import prefetch_to_mesh
 from big_transfer.data.pipeline import dataset_info
 from big_transfer.data.pipeline import eval_batches
+from big_transfer.data.pipeline import split_size
 from big_transfer.data.pipeline import train_batches
 
-__all__ = ["DatasetInfo", "InputConfig", "config_section", "dataset_info", "eval_batches", "prefetch_to_mesh",
-           "train_batches"]
+__all__ = ["DatasetInfo", "InputConfig", "config_section", "dataset_info", "eval_batches",
+           "prefetch_to_mesh", "split_size", "train_batches"]

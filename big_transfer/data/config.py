@@ -53,11 +53,13 @@ class InputConfig:
       raise errors.ConfigError(f"crop must be a positive number of pixels, got {self.crop}.")
     if self.recipe == "finetune" and self.precrop < self.crop:
       raise errors.ConfigError(f"The finetune recipe cuts a crop={self.crop} square out of a "
-                       f"precrop={self.precrop} square; set precrop >= crop.")
+                               f"precrop={self.precrop} square; set precrop >= crop.")
     if self.mixup_alpha < 0:
-      raise errors.ConfigError(f"mixup_alpha must be >= 0 (0 turns MixUp off), got {self.mixup_alpha}.")
+      raise errors.ConfigError("mixup_alpha must be >= 0 (0 turns MixUp off), got "
+                               f"{self.mixup_alpha}.")
     if self.examples_per_class is not None and self.examples_per_class < 1:
-      raise errors.ConfigError(f"examples_per_class must be >= 1 or None, got {self.examples_per_class}.")
+      raise errors.ConfigError("examples_per_class must be >= 1 or None, got "
+                               f"{self.examples_per_class}.")
     if self.shuffle_buffer < 1:
       raise errors.ConfigError(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}.")
 

@@ -57,9 +57,9 @@ def _split_folders(root: epath.Path) -> dict[str, epath.Path]:
     raise errors.DataError(f"Image folder {root} does not exist or is not a folder.")
   subfolders = _subfolders(root)
   if not subfolders:
-    raise errors.DataError(f"Image folder {root} has no sub-folders. Put the images of each class in "
-                     f"a sub-folder named after the class, or use train/ and test/ sub-folders "
-                     f"that each hold such class folders.")
+    raise errors.DataError(f"Image folder {root} has no sub-folders. Put the images of each class "
+                           "in a sub-folder named after the class, or use train/ and test/ "
+                           "sub-folders that each hold such class folders.")
   if (root / "train").is_dir() and _subfolders(root / "train"):
     return {p.name: p for p in subfolders if _subfolders(p)}
   return {"train": root}
@@ -95,7 +95,8 @@ def _index_split(folder: str, class_names: tuple[str, ...]) -> FolderSplit:
   extra = sorted({p.name for p in _subfolders(folder)} - set(class_names))
   if extra:
     raise errors.DataError(f"Split folder {folder} has class folders {extra} that the train split "
-                     f"lacks; every split must use the train split's classes {list(class_names)}.")
+                           "lacks; every split must use the train split's classes "
+                           f"{list(class_names)}.")
   paths, labels = [], []
   for label, name in enumerate(class_names):
     if not (folder / name).is_dir():
@@ -104,7 +105,7 @@ def _index_split(folder: str, class_names: tuple[str, ...]) -> FolderSplit:
                    if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
       raise errors.DataError(f"Class folder {folder / name} holds no images (files ending in "
-                       f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder.")
+                             f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder.")
     paths += files
     labels += [label] * len(files)
   readable, sizes = _check_images(paths)
@@ -120,8 +121,9 @@ def _parse_split(spec: str) -> tuple[str, slice]:
   """Splits "train[10%:-100]" into ("train", slice("10%", "-100")); `_resolve` sizes the slice."""
   match = _SPLIT.match(spec.replace(" ", ""))
   if not match:
-    raise errors.ConfigError(f"Split {spec!r} is not NAME or NAME[start:stop] (numbers or percentages, "
-                     f"e.g. 'train[:90%]'); folder splits cannot be combined with '+'.")
+    raise errors.ConfigError(f"Split {spec!r} is not NAME or NAME[start:stop] (numbers or "
+                             "percentages, e.g. 'train[:90%]'); folder splits cannot be combined "
+                             "with '+'.")
   name, start, stop = match.groups()
   return name, slice(start, stop)
 
@@ -155,11 +157,10 @@ class FolderSource:
 
   def _folder(self, name: str) -> epath.Path:
     if name not in self._folders:
-      raise errors.DataError(
-          f"Image folder {self._root} has no split {name!r}; its splits: {sorted(self._folders)}. "
-          f"With one sub-folder per class the only split is 'train': slice it (e.g. "
-          f"train_split='train[:90%]', eval_split='train[90%:]') or use train/ and test/ "
-          f"sub-folders.")
+      raise errors.DataError(f"Image folder {self._root} has no split {name!r}; its splits: "
+                             f"{sorted(self._folders)}. With one sub-folder per class the only "
+                             "split is 'train': slice it (e.g. train_split='train[:90%]', "
+                             "eval_split='train[90%:]') or use train/ and test/ sub-folders.")
     return self._folders[name]
 
   def _split(self, spec: str) -> tuple[FolderSplit, np.ndarray]:
@@ -168,6 +169,10 @@ class FolderSource:
     split = _index_split(str(self._folder(name)), self.class_names)
     indices = np.arange(len(split.labels))
     return split, indices[_resolve(bounds, len(indices))]
+
+  def split_size(self, spec: str) -> int:
+    """Readable images of the split `spec` (slicing allowed)."""
+    return len(self._split(spec)[1])
 
   def info(self) -> config_lib.DatasetInfo:
     """Training set size (after slicing and few-shot), median image size, classes, skips."""

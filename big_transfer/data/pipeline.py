@@ -36,11 +36,19 @@ def dataset_info(cfg: config_lib.InputConfig) -> config_lib.DatasetInfo:
   """Number of training examples, typical image size and classes of the configured data.
 
   TFDS: sizes from its metadata (of the sliced split); the image size from the image feature when
-  fixed, else from `big_transfer.data.dataset_table`, else the median of a few image headers. Folders:
-  counted and measured (median) while checking their images. A few-shot config has
+  fixed, else from `big_transfer.data.dataset_table`, else the median of a few image headers.
+  Folders: counted and measured (median) while checking their images. A few-shot config has
   examples_per_class * num_classes training examples.
   """
   return _open(cfg).info()
+
+
+def split_size(cfg: config_lib.InputConfig, split: str) -> int:
+  """Number of examples of `split` (TFDS slicing allowed); a DataError names the splits there are.
+
+  Cheap for TFDS (metadata); a folder split is listed and checked once (then cached).
+  """
+  return _open(cfg).split_size(split)
 
 
 def train_batches(cfg: config_lib.InputConfig, global_batch_size: int, seed: int,

@@ -81,8 +81,8 @@ def train_examples(records: ArrayRecords | StreamRecords, num_classes: int, seed
   """
   n = records.num_examples
   if n == 0:
-    raise errors.DataError(f"Host {process_index} has no training examples; use fewer hosts or more "
-                     "data (its share of the train split is empty).")
+    raise errors.DataError(f"Host {process_index} has no training examples; use fewer hosts or "
+                           "more data (its share of the train split is empty).")
   first_epoch, offset = divmod(start, n)
   epochs = tf.data.Dataset.counter(first_epoch)
   epoch_key = lambda epoch: preprocess.key(seed, SHUFFLE, process_index, epoch)

@@ -20,8 +20,9 @@ def process(process_index: int | None, process_count: int | None) -> tuple[int, 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
   """Each host's share of a global batch; it must divide evenly."""
   if global_batch_size < 1 or global_batch_size % process_count:
-    raise errors.ConfigError(f"The global batch size {global_batch_size} must be a positive multiple of "
-                     f"the number of processes {process_count}; every host reads an equal share.")
+    raise errors.ConfigError(f"The global batch size {global_batch_size} must be a positive "
+                             f"multiple of the number of processes {process_count}; every host "
+                             "reads an equal share.")
   return global_batch_size // process_count
 
 
@@ -52,9 +53,10 @@ def select_per_class(labels: np.ndarray, examples_per_class: int, seed: int,
   smallest = int(np.argmin(counts))
   if examples_per_class > counts[smallest]:
     name = f"{class_names[smallest]!r} (label {smallest})" if class_names else f"label {smallest}"
-    raise errors.DataError(f"examples_per_class={examples_per_class} is more than class {name} has: "
-                     f"{counts[smallest]} examples in the train split. Lower examples_per_class "
-                     f"to at most {counts[smallest]} or use a larger train split.")
+    raise errors.DataError(f"examples_per_class={examples_per_class} is more than class {name} "
+                           f"has: {counts[smallest]} examples in the train split. Lower "
+                           f"examples_per_class to at most {counts[smallest]} or use a larger "
+                           "train split.")
   chosen = [np.random.default_rng([seed, c]).choice(np.flatnonzero(labels == c),
                                                     examples_per_class, replace=False)
             for c in range(num_classes)]

@@ -26,10 +26,10 @@ _MEASURED_IMAGES = 64
 
 
 def _prepare_hint(dataset: str, data_dir: str) -> str:
-  return (f"The input pipeline never downloads; prepare a TFDS data set once with "
+  return ("The input pipeline never downloads; prepare a TFDS data set once with "
           f"`tfds build {dataset} --data_dir={data_dir}` (imagenet2012 cannot be downloaded "
-          f"automatically: put its archives ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
-          f"in a folder and add `--manual_dir=THAT_FOLDER`).")
+          "automatically: put its archives ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
+          "in a folder and add `--manual_dir=THAT_FOLDER`).")
 
 
 def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -41,15 +41,15 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
     close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False))
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     directory = data_dir or tfds.core.constants.DATA_DIR
-    raise errors.DataError(
-        f"TFDS has no data set {name!r} (dataset={dataset!r}): neither its code nor prepared "
-        f"data in data_dir {directory}.{hint} {_prepare_hint(dataset, directory)} For images "
-        f"on disk use dataset='folder:/path/to/images'.") from None
+    raise errors.DataError(f"TFDS has no data set {name!r} (dataset={dataset!r}): neither its "
+                           f"code nor prepared data in data_dir {directory}.{hint} "
+                           f"{_prepare_hint(dataset, directory)} For images on disk use "
+                           "dataset='folder:/path/to/images'.") from None
   if not builder.is_prepared():
     if builder.name != synthetic.BitSynthetic.name:
       raise errors.DataError(f"Data set {dataset!r} is not prepared in data_dir "
-                       f"{builder.data_dir_root} (there is no {builder.data_path}). "
-                       + _prepare_hint(dataset, builder.data_dir_root))
+                             f"{builder.data_dir_root} (there is no {builder.data_path}). "
+                             + _prepare_hint(dataset, builder.data_dir_root))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder
@@ -80,8 +80,8 @@ class TfdsSource:
     self._multi_hot = cfg.multilabel and LABELS in features
     self._label_key = LABELS if self._multi_hot else LABEL
     if IMAGE not in features or self._label_key not in features:
-      raise errors.DataError(f"Data set {cfg.dataset!r} has features {sorted(features)}; the pipeline "
-                       f"reads an {IMAGE!r} and a {self._label_key!r} feature.")
+      raise errors.DataError(f"Data set {cfg.dataset!r} has features {sorted(features)}; the "
+                             f"pipeline reads an {IMAGE!r} and a {self._label_key!r} feature.")
     label_feature = features[self._label_key]
     label_feature = label_feature.feature if self._multi_hot else label_feature
     self.num_classes = label_feature.num_classes
@@ -94,6 +94,15 @@ class TfdsSource:
                  else self._builder.info.splits[self._cfg.train_split].num_examples)
     return config_lib.DatasetInfo(num_train, self._image_size(), self.num_classes,
                                   self.class_names)
+
+  def split_size(self, split: str) -> int:
+    """Examples of `split` (TFDS slicing allowed), from the metadata."""
+    splits = self._builder.info.splits
+    try:
+      return splits[split].num_examples
+    except (KeyError, ValueError) as e:  # TFDS raises either for an unknown or malformed split.
+      raise errors.DataError(f"Data set {self._cfg.dataset!r} has no split {split!r} ({e}); its "
+                             f"splits: {sorted(splits)}.") from None
 
   def _image_size(self) -> tuple[int, int]:
     height, width = self._builder.info.features[IMAGE].shape[:2]
@@ -151,7 +160,7 @@ class TfdsSource:
     cfg = self._cfg
     if self._multi_hot:
       raise errors.DataError(f"examples_per_class draws per class of the single {LABEL!r} feature, "
-                       f"but multilabel=True reads {LABELS!r}; turn one of them off.")
+                             f"but multilabel=True reads {LABELS!r}; turn one of them off.")
     labels = np.concatenate(list(
         self._raw(cfg.train_split, [LABEL]).map(lambda example: example[LABEL]).batch(4096)
         .as_numpy_iterator()))

@@ -27,8 +27,9 @@ def parse_name(name: str) -> tuple[int, int]:
   """
   match = _NAME.match(name)
   if not match:
-    raise errors.ConfigError(f"Unknown model name {name!r}: use R<depth>x<width>, optionally prefixed "
-                     f"by BiT-S-/BiT-M-/BiT-L-, e.g. {', '.join('BiT-M-' + v for v in VARIANTS)}.")
+    raise errors.ConfigError(f"Unknown model name {name!r}: use R<depth>x<width>, optionally "
+                             "prefixed by BiT-S-/BiT-M-/BiT-L-, e.g. "
+                             f"{', '.join('BiT-M-' + v for v in VARIANTS)}.")
   depth, width = (int(v) for v in match.group(1)[1:].split("x"))
   blocks_for(depth)  # Validates the depth with a helpful message.
   if width < 1:
@@ -36,10 +37,24 @@ def parse_name(name: str) -> tuple[int, int]:
   return depth, width
 
 
-def create(name: str, num_classes: int | None = 1000, dtype=jnp.float32) -> ResNetV2:
+# Compute dtypes by the names configs use; parameters stay float32 whatever the compute dtype.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def dtype_named(name: str) -> jnp.dtype:
+  """The compute dtype of a config's `model_dtype`."""
+  if name not in DTYPES:
+    raise errors.ConfigError(f"model_dtype must be one of {sorted(DTYPES)}, got {name!r}.")
+  return DTYPES[name]
+
+
+def create(name: str, num_classes: int | None = 1000, dtype=jnp.float32,
+           head_bias_init: float = 0.0) -> ResNetV2:
   """Builds a named BiT network, e.g. `create("BiT-M-R50x1", num_classes=10)`."""
   depth, width = parse_name(name)
-  return ResNetV2(depth=depth, width=width, num_classes=num_classes, dtype=dtype)
+  return ResNetV2(depth=depth, width=width, num_classes=num_classes,
+                  head_bias_init=head_bias_init, dtype=dtype)
 
 
-__all__ = ["ResNetV2", "VARIANTS", "blocks_for", "create", "depth_of", "parse_name"]
+__all__ = ["DTYPES", "ResNetV2", "VARIANTS", "blocks_for", "create", "depth_of", "dtype_named",
+           "parse_name"]

@@ -31,7 +31,8 @@ def blocks_for(depth: int | Sequence[int]) -> tuple[int, ...]:
   if isinstance(depth, int):
     if depth not in BLOCKS_PER_DEPTH:
       raise errors.ConfigError(f"ResNet depth {depth} is not one of {sorted(BLOCKS_PER_DEPTH)}; "
-                       "pass one of them or a list of units per stage such as [3, 4, 6, 3].")
+                               "pass one of them or a list of units per stage such as [3, 4, 6, "
+                               "3].")
     return BLOCKS_PER_DEPTH[depth]
   blocks = tuple(int(b) for b in depth)
   if not blocks or any(b < 1 for b in blocks):
@@ -71,10 +72,13 @@ class StdConv(nn.Module):
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _group_norm(name: str, dtype) -> nn.GroupNorm:
-  # Statistics are computed in float32 by flax whatever `dtype` is.
+def group_norm(name: str, dtype) -> nn.GroupNorm:
+  """BiT's GroupNorm: 32 groups, eps 1e-5, float32 scale and offset."""
+  # Statistics are computed in float32 by flax whatever `dtype` is. The variance is the mean of
+  # squared deviations, as the reference computes it: E[x^2] - E[x]^2 cancels catastrophically
+  # when a group's mean is large against its spread.
   return nn.GroupNorm(num_groups=GN_GROUPS, epsilon=GN_EPSILON, dtype=dtype,
-                      param_dtype=jnp.float32, name=name)
+                      param_dtype=jnp.float32, use_fast_variance=False, name=name)
 
 
 class Bottleneck(nn.Module):
@@ -86,15 +90,15 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x):
     out_features = 4 * self.mid_features
-    y = nn.relu(_group_norm("gn1", self.dtype)(x))
+    y = nn.relu(group_norm("gn1", self.dtype)(x))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out_features:
       shortcut = StdConv(out_features, (1, 1), self.strides, dtype=self.dtype, name="conv_proj")(y)
     y = StdConv(self.mid_features, (1, 1), dtype=self.dtype, name="conv1")(y)
-    y = nn.relu(_group_norm("gn2", self.dtype)(y))
+    y = nn.relu(group_norm("gn2", self.dtype)(y))
     y = StdConv(self.mid_features, (3, 3), self.strides, padding=1, dtype=self.dtype,
                 name="conv2")(y)
-    y = nn.relu(_group_norm("gn3", self.dtype)(y))
+    y = nn.relu(group_norm("gn3", self.dtype)(y))
     y = StdConv(out_features, (1, 1), dtype=self.dtype, name="conv3")(y)
     return shortcut + y
 
@@ -106,11 +110,14 @@ class ResNetV2(nn.Module):
     depth: 26, 50, 101, 152 or 200, or a list of units per stage.
     width: width multiplier (1 for R50x1, 3 for R50x3, ...).
     num_classes: size of the zero-initialized head; None returns the pooled pre-logits.
+    head_bias_init: initial value of every head bias (e.g. -10 for a sigmoid loss over many
+      classes, so each class starts near probability 0).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters, norm statistics and logits stay float32.
   """
   depth: int | Sequence[int] = 50
   width: int = 1
   num_classes: int | None = 1000
+  head_bias_init: float = 0.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -136,9 +143,10 @@ class ResNetV2(nn.Module):
         strides = 2 if (stage > 0 and unit == 0) else 1
         x = Bottleneck(mid, strides, dtype=self.dtype,
                        name=f"block{stage + 1}/unit{unit + 1:02d}".replace("/", "_"))(x)
-    x = nn.relu(_group_norm("norm_pre_head", self.dtype)(x))
+    x = nn.relu(group_norm("norm_pre_head", self.dtype)(x))
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes is None:
       return features
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                    bias_init=nn.initializers.constant(self.head_bias_init),
                     dtype=jnp.float32, param_dtype=jnp.float32, name="head")(features)

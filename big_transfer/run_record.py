@@ -1,0 +1,87 @@
+"""What produced a checkpoint: the run record saved beside every checkpoint.
+
+Training writes it, resuming checks it (a workdir must not mix two experiments), and an export
+describes the model with it. It is plain JSON in the checkpoint, so any tool can read it.
+"""
+
+import dataclasses
+import json
+
+import ml_collections
+
+from big_transfer import errors
+
+# The fields that must match to resume a workdir: a different value means the checkpoints belong
+# to another experiment.
+IDENTITY = ("model", "num_classes", "dataset", "seed", "batch_size", "loss")
+
+
+class RunMismatchError(errors.CheckpointError):
+  """The workdir holds checkpoints of a different experiment."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+  """The run that wrote a checkpoint.
+
+  Attributes:
+    model: model name, e.g. "BiT-M-R50x1".
+    num_classes: size of the head.
+    class_names: name of each class, or None when the data has none.
+    dataset: the data set trained on (TFDS name, `vtab/NAME` or `folder:/path`).
+    seed: the run's seed (with the step, it fixes the data stream).
+    batch_size: global batch size.
+    loss: "softmax_xent" or "sigmoid_xent".
+    resolution: side of the square images the model was trained and evaluated on.
+    recipe: the input recipe, "upstream" or "finetune"; it decides the eval preprocessing.
+    config: the whole run config, JSON-ready.
+  """
+  model: str
+  num_classes: int
+  class_names: tuple[str, ...] | None
+  dataset: str
+  seed: int
+  batch_size: int
+  loss: str
+  resolution: int
+  recipe: str
+  config: dict
+
+  @classmethod
+  def of_run(cls, config: ml_collections.ConfigDict, num_classes: int,
+             class_names: tuple[str, ...] | None) -> "RunRecord":
+    """The record of a run of `config` on data with `num_classes` classes named `class_names`."""
+    return cls(model=config.model, num_classes=num_classes,
+               class_names=tuple(class_names) if class_names else None,
+               dataset=config.dataset, seed=config.seed, batch_size=config.batch_size,
+               loss=config.loss, resolution=config.data.crop, recipe=config.data.recipe,
+               config=json.loads(config.to_json()))
+
+  def to_json(self) -> dict:
+    record = dataclasses.asdict(self)
+    record["class_names"] = list(self.class_names) if self.class_names else None
+    return record
+
+  @classmethod
+  def from_json(cls, record: dict, where: str) -> "RunRecord":
+    """Reads a record saved by `to_json`; `where` names the checkpoint in errors."""
+    fields = [field.name for field in dataclasses.fields(cls)]
+    missing = [name for name in fields if name not in record]
+    if missing:
+      raise errors.CheckpointError(f"The record of {where} lacks {', '.join(missing)}: it was "
+                                   "written by an older big_transfer. Export or resume it with "
+                                   "the version that wrote it.")
+    values = {name: record[name] for name in fields}
+    if values["class_names"] is not None:
+      values["class_names"] = tuple(values["class_names"])
+    return cls(**values)
+
+  def check_resumable_by(self, current: "RunRecord") -> None:
+    """Raises RunMismatchError naming every identity field `current` changes."""
+    differing = [f"{name}: checkpoint has {getattr(self, name)!r}, config has "
+                 f"{getattr(current, name)!r}" for name in IDENTITY
+                 if getattr(self, name) != getattr(current, name)]
+    if differing:
+      raise RunMismatchError(
+          "The workdir holds checkpoints of a different run (" + "; ".join(differing) +
+          "). Use a new --workdir, or restore the original settings.")

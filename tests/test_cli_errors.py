@@ -1,0 +1,94 @@
+"""What the user can fix ends in one `error:` line before training; everything else keeps its
+traceback."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import bit_reference
+import cli
+from big_transfer import errors, main
+
+
+def test_unknown_config_key_is_named(tmp_path, synthetic_data_dir):
+  cli.assert_fails_in_one_line(cli.run_main(tmp_path, synthetic_data_dir, learning_rate=0.1),
+                               "--config.learning_rate: the recipe has no key 'learning_rate'")
+
+
+def test_unknown_data_set_is_named_with_close_names(tmp_path, synthetic_data_dir):
+  cli.assert_fails_in_one_line(cli.run_main(tmp_path, synthetic_data_dir, dataset="cifar11"),
+                               "TFDS has no data set 'cifar11'", "Did you mean ", "'cifar10',")
+
+
+def test_missing_image_folder_is_named(tmp_path, synthetic_data_dir):
+  cli.assert_fails_in_one_line(
+      cli.run_main(tmp_path, synthetic_data_dir, dataset=f"folder:{tmp_path}/nothing"),
+      f"Image folder {tmp_path}/nothing does not exist")
+
+
+def test_indivisible_batch_names_the_batch_and_the_devices(tmp_path, synthetic_data_dir):
+  cli.assert_fails_in_one_line(
+      cli.run_main(tmp_path, synthetic_data_dir, num_devices=8, batch_size=12),
+      "Global batch size 12 is not divisible by grad_accum_steps 1 x 8 batch devices")
+
+
+def test_mesh_that_does_not_match_the_devices_names_both(tmp_path, synthetic_data_dir):
+  cli.assert_fails_in_one_line(
+      cli.run_main(tmp_path, synthetic_data_dir, num_devices=8, **{"mesh.data": 3}),
+      "Mesh data=3 x fsdp=1 does not fit 8 devices")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"total_steps": -5}, "total_steps must be >= 1, got -5"),
+    ({"model_dtype": "float16"}, "model_dtype must be one of ['bfloat16', 'float32'], got "
+                                 "'float16'"),
+    ({"fewshot.shots": "abc"}, "fewshot.shots must be a tuple of ints"),
+])
+def test_a_value_no_run_can_use_fails_before_any_data_is_read(tmp_path, override, message):
+  # An empty data_dir: reading the data would prepare the built-in set, which takes seconds.
+  result = cli.run_main(tmp_path / "run", tmp_path / "no_data", **override)
+  cli.assert_fails_in_one_line(result, message)
+  assert not (tmp_path / "no_data").exists()
+
+
+def test_pretrained_weights_of_another_architecture_are_named_with_both(tmp_path,
+                                                                         synthetic_data_dir):
+  np.savez(tmp_path / "r50.npz", **bit_reference.random_published_weights(50, 1, num_classes=10))
+  result = cli.run_main(tmp_path / "run", synthetic_data_dir, init=tmp_path / "r50.npz")
+  cli.assert_fails_in_one_line(
+      result, "The pretrained weights are of an R50x1 (units per stage 3, 4, 6, 3), the model is "
+              "an R14x1 (units per stage 1, 1, 1, 1)", "--config.init_partial=true")
+  assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+      p.name.isdigit() for p in (tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_a_missing_eval_split_fails_before_training(tmp_path, synthetic_data_dir):
+  # One sub-folder per class: the only split is "train", so the recipe's "test" is missing.
+  for label in ("ants", "bees"):
+    (tmp_path / "images" / label).mkdir(parents=True)
+    for i in range(4):
+      (tmp_path / "images" / label / f"{i}.png").write_bytes(
+          tf.io.encode_png(np.full((8, 8, 3), 40 * i, np.uint8)).numpy())
+  result = cli.run_main(tmp_path / "run", synthetic_data_dir,
+                        dataset=f"folder:{tmp_path / 'images'}", total_steps=3)
+  cli.assert_fails_in_one_line(result, "has no split 'test'", "train_split='train[:90%]'")
+  assert "train/loss" not in result.stderr
+
+
+def test_user_errors_are_one_line_and_exit_1(monkeypatch, capsys):
+  def fail(config, workdir):
+    raise errors.DataError("Data set 'x' is not prepared.")
+
+  monkeypatch.setattr(main.train, "train_and_evaluate", fail)
+  assert main.run(config=None, workdir="unused") == 1
+  assert capsys.readouterr().err == "error: Data set 'x' is not prepared.\n"
+
+
+@pytest.mark.parametrize("internal", [ValueError("a bug of ours"), OSError("transient")])
+def test_any_other_exception_keeps_its_traceback(monkeypatch, internal):
+  def fail(config, workdir):
+    raise internal
+
+  monkeypatch.setattr(main.train, "train_and_evaluate", fail)
+  with pytest.raises(type(internal), match=str(internal)):
+    main.run(config=None, workdir="unused")
