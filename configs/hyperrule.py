@@ -4,8 +4,8 @@
         --config=configs/hyperrule.py:model=BiT-M-R50x1,dataset=cifar10,init=BiT-M-R50x1.npz \
         --workdir=/tmp/cifar10
 
-Arguments: model, dataset (a name of big_transfer.data.dataset_table, any TFDS name, or
-folder:/path), init (a published .npz or a run's workdir), examples_per_class (few-shot K,
+Arguments: model, dataset (a name of big_transfer.data.dataset_table, e.g. vtab/clevr_count,
+any TFDS name, or folder:/path), init (a published .npz or a run's workdir), examples_per_class (few-shot K,
 0 for all), released_resolution (512 -> 480 instead of 448 -> 384), batch_size.
 SGD momentum 0.9, lr 0.003 x batch/512, no weight decay, zero-initialized head, schedule and
 MixUp by the number of labelled examples, resize + random crop + flip by the image size.
