@@ -4,9 +4,9 @@
         --config=configs/hyperrule.py:model=BiT-M-R50x1,dataset=cifar10,init=BiT-M-R50x1.npz \
         --workdir=/tmp/cifar10
 
-Arguments: model, dataset (a name of big_transfer.data.dataset_table, any TFDS name, or
-folder:/path), init (a published .npz or a run's workdir), examples_per_class (few-shot K,
-0 for all), released_resolution (512 -> 480 instead of 448 -> 384), data_dir, dtype.
+Arguments: model, dataset (a name of big_transfer.data.dataset_table, e.g. vtab/clevr_count,
+any TFDS name, or folder:/path), init (a published .npz or a run's workdir), examples_per_class
+(few-shot K, 0 for all), released_resolution (512 -> 480 instead of 448 -> 384), data_dir, dtype.
 SGD momentum 0.9, lr 0.003 per 512 examples, no weight decay, zero-initialized head, schedule
 and MixUp by the number of labelled examples, resize + random crop + flip by the image size.
 `--config.batch_size=N` keeps the rate per example and the examples seen (steps x 512 / N).

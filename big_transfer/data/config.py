@@ -19,9 +19,11 @@ class InputConfig:
   run config's defaults too (`config_section`).
 
   Attributes:
-    dataset: a TFDS name `name[/config][:version]`, or `folder:/path/to/images`.
+    dataset: a TFDS name `name[/config][:version]`, a VTAB-1k task `vtab/NAME`, or
+      `folder:/path/to/images`.
     data_dir: TFDS data_dir, local or gs://; None for the TFDS default.
-    train_split: training split, with TFDS slicing, e.g. "train[:98%]".
+    train_split: training split, with TFDS slicing, e.g. "train[:98%]"; a VTAB-1k task's split
+      names are "train800val200", "train800", "val200", "test" (and "train", "val", "trainval").
     eval_split: evaluation split, same syntax.
     recipe: "upstream" (inception crop to `crop`, flip) or "finetune" (resize to a `precrop`
       square, random `crop` crop, flip).

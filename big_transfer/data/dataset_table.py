@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 
 from big_transfer import errors
+from big_transfer.data import vtab
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +20,8 @@ class DatasetFacts:
   """What the HyperRule and the model head need to know about a data set.
 
   Attributes:
-    tfds_name: TFDS name (with config) the data is read from.
+    tfds_name: TFDS name (with config) the data is read from; a VTAB-1k task's own name, which
+      the TFDS source resolves (big_transfer.data.vtab).
     train_examples: number of labelled training examples of the transfer split.
     image_size: typical (height, width) in pixels.
     num_classes: number of labels.
@@ -34,9 +36,34 @@ class DatasetFacts:
   eval_split: str = "test"
 
 
-def _vtab(tfds_name, image_size, num_classes):
-  # VTAB-1k fine-tunes on 1000 labelled examples (800 train + 200 validation) of each task.
-  return DatasetFacts(tfds_name, 1000, image_size, num_classes, train_split="train[:1000]")
+# Typical image size of each VTAB-1k task; its data set, classes and splits are in vtab.py.
+_VTAB_IMAGE_SIZES = {
+    "vtab/caltech101": (200, 300),
+    "vtab/cifar100": (32, 32),
+    "vtab/dtd": (480, 640),
+    "vtab/oxford_flowers102": (500, 625),
+    "vtab/oxford_iiit_pet": (375, 500),
+    "vtab/sun397": (300, 400),
+    "vtab/svhn": (32, 32),
+    "vtab/patch_camelyon": (96, 96),
+    "vtab/eurosat": (64, 64),
+    "vtab/resisc45": (256, 256),
+    "vtab/diabetic_retinopathy": (300, 300),
+    "vtab/clevr_count": (320, 480),
+    "vtab/clevr_distance": (320, 480),
+    "vtab/dmlab": (360, 480),
+    "vtab/kitti_distance": (375, 1242),
+    "vtab/dsprites_location": (64, 64),
+    "vtab/dsprites_orientation": (64, 64),
+    "vtab/smallnorb_azimuth": (96, 96),
+    "vtab/smallnorb_elevation": (96, 96),
+}
+
+
+def _vtab(name: str, image_size: tuple[int, int]) -> DatasetFacts:
+  """A VTAB-1k task: fine-tuned on its 1000 train800val200 examples, reported on test."""
+  return DatasetFacts(name, vtab.NUM_TRAIN_EXAMPLES, image_size, vtab.lookup(name).num_classes,
+                      train_split=vtab.TRAIN800VAL200, eval_split=vtab.TEST)
 
 
 KNOWN: dict[str, DatasetFacts] = {
@@ -48,32 +75,10 @@ KNOWN: dict[str, DatasetFacts] = {
     "oxford_flowers102": DatasetFacts("oxford_flowers102", 1_020, (500, 625), 102),
     "imagenet2012": DatasetFacts("imagenet2012", 1_268_355, (375, 500), 1000,
                                  train_split="train[:99%]", eval_split="validation"),
-    # VTAB-1k, natural.
-    "vtab/caltech101": _vtab("caltech101:3.*.*", (200, 300), 102),
-    "vtab/cifar100": _vtab("cifar100", (32, 32), 100),
-    "vtab/dtd": _vtab("dtd", (480, 640), 47),
-    "vtab/oxford_flowers102": _vtab("oxford_flowers102", (500, 625), 102),
-    "vtab/oxford_iiit_pet": _vtab("oxford_iiit_pet", (375, 500), 37),
-    "vtab/sun397": _vtab("sun397/tfds", (300, 400), 397),
-    "vtab/svhn": _vtab("svhn_cropped", (32, 32), 10),
-    # VTAB-1k, specialized.
-    "vtab/patch_camelyon": _vtab("patch_camelyon", (96, 96), 2),
-    "vtab/eurosat": _vtab("eurosat/rgb", (64, 64), 10),
-    "vtab/resisc45": _vtab("resisc45", (256, 256), 45),
-    "vtab/diabetic_retinopathy": _vtab("diabetic_retinopathy_detection/btgraham-300",
-                                       (300, 300), 5),
-    # VTAB-1k, structured.
-    "vtab/clevr_count": _vtab("clevr", (320, 480), 8),
-    "vtab/clevr_distance": _vtab("clevr", (320, 480), 6),
-    "vtab/dmlab": _vtab("dmlab", (360, 480), 6),
-    "vtab/kitti_distance": _vtab("kitti", (375, 1242), 4),
-    "vtab/dsprites_location": _vtab("dsprites", (64, 64), 16),
-    "vtab/dsprites_orientation": _vtab("dsprites", (64, 64), 16),
-    "vtab/smallnorb_azimuth": _vtab("smallnorb", (96, 96), 18),
-    "vtab/smallnorb_elevation": _vtab("smallnorb", (96, 96), 9),
+    **{name: _vtab(name, size) for name, size in _VTAB_IMAGE_SIZES.items()},
 }
 
-VTAB_1K = tuple(name for name in KNOWN if name.startswith("vtab/"))
+VTAB_1K = tuple(vtab.TASKS)
 
 
 def lookup(name: str) -> DatasetFacts:

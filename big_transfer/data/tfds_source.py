@@ -3,6 +3,8 @@
 The pipeline never downloads: a data set must already be prepared in data_dir, except the
 built-in `bit_synthetic`, which is generated there on first use. Hosts read disjoint, even
 sub-splits (`tfds.even_splits`) of the configured split in file order; `records` shuffles them.
+A `vtab/NAME` data set is a VTAB-1k task (vtab.py): its TFDS data set, labelled and split as the
+benchmark does.
 """
 
 import difflib
@@ -18,6 +20,7 @@ from big_transfer.data import preprocess
 from big_transfer.data import records
 from big_transfer.data import sampling
 from big_transfer.data import synthetic
+from big_transfer.data import vtab
 
 IMAGE, LABEL, LABELS = "image", "label", "labels"
 # Images whose headers are read to measure a typical size when neither the features nor the
@@ -47,16 +50,22 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
                            "dataset='folder:/path/to/images'.") from None
   if not builder.is_prepared():
     if builder.name != synthetic.BitSynthetic.name:
+      # A version pattern ("3.*.*") is named exactly in the advice: a shell would expand it.
+      exact = f"{builder.info.full_name.rsplit('/', 1)[0]}:{builder.version}"
       raise errors.DataError(f"Data set {dataset!r} is not prepared in data_dir "
                              f"{builder.data_dir_root} (there is no {builder.data_path}). "
-                             + _prepare_hint(dataset, builder.data_dir_root))
+                             + _prepare_hint(exact if ":" in dataset else dataset,
+                                             builder.data_dir_root))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder
 
 
-def _table_facts(builder: tfds.core.DatasetBuilder) -> dataset_table.DatasetFacts | None:
-  """The table entry of a standard transfer set read through this builder, if there is one."""
+def _table_facts(dataset: str,
+                 builder: tfds.core.DatasetBuilder) -> dataset_table.DatasetFacts | None:
+  """The table entry of `dataset`, or of a standard transfer set read through this builder."""
+  if dataset in dataset_table.KNOWN:
+    return dataset_table.KNOWN[dataset]
   config = builder.builder_config
   full_name = f"{builder.name}/{config.name}" if config else builder.name
   for facts in dataset_table.KNOWN.values():
@@ -75,8 +84,16 @@ class TfdsSource:
 
   def __init__(self, cfg: config_lib.InputConfig):
     self._cfg = cfg
-    self._builder = open_builder(cfg.dataset, cfg.data_dir)
+    # A VTAB-1k task names a TFDS data set, how to label it and how to split it (vtab.py).
+    self._task = vtab.lookup(cfg.dataset) if vtab.is_task(cfg.dataset) else None
+    self._builder = self._open_task() if self._task else open_builder(cfg.dataset, cfg.data_dir)
+    self._train_split = self._split(cfg.train_split)
     features = self._builder.info.features
+    if self._task:
+      self._multi_hot = False
+      self.num_classes = self._task.num_classes
+      self.class_names = self._task.class_names(features)
+      return
     self._multi_hot = cfg.multilabel and LABELS in features
     self._label_key = LABELS if self._multi_hot else LABEL
     if IMAGE not in features or self._label_key not in features:
@@ -87,11 +104,33 @@ class TfdsSource:
     self.num_classes = label_feature.num_classes
     self.class_names = tuple(label_feature.names)
 
+  def _open_task(self) -> tfds.core.DatasetBuilder:
+    try:
+      return open_builder(self._task.tfds_name, self._cfg.data_dir)
+    except errors.DataError as error:
+      raise errors.DataError(f"VTAB-1k task {self._task.name!r} reads the TFDS data set "
+                             f"{self._task.tfds_name}. {error}") from None
+
+  def _split(self, name: str) -> str:
+    """The TFDS split string of a configured split; a VTAB-1k task maps its own split names."""
+    if not self._task:
+      return name
+    sizes = {split: info.num_examples for split, info in self._builder.info.splits.items()}
+    return self._task.split(name, sizes)
+
+  def _label_features(self) -> dict:
+    """The features the labels are read from, as a `tfds.decode.PartialDecoding` spec."""
+    return dict(self._task.read_features) if self._task else {self._label_key: True}
+
+  def _label(self, example) -> tf.Tensor:
+    """int64 () class of a single-label example read with `_label_features`."""
+    return self._task.label(example) if self._task else example[LABEL]
+
   def info(self) -> config_lib.DatasetInfo:
     """Training set size (after slicing and few-shot), typical image size, classes."""
     k = self._cfg.examples_per_class
     num_train = (k * self.num_classes if k
-                 else self._builder.info.splits[self._cfg.train_split].num_examples)
+                 else self._builder.info.splits[self._train_split].num_examples)
     return config_lib.DatasetInfo(num_train, self._image_size(), self.num_classes,
                                   self.class_names)
 
@@ -99,7 +138,7 @@ class TfdsSource:
     """Examples of `split` (TFDS slicing allowed), from the metadata."""
     splits = self._builder.info.splits
     try:
-      return splits[split].num_examples
+      return splits[self._split(split)].num_examples
     except (KeyError, ValueError) as e:  # TFDS raises either for an unknown or malformed split.
       raise errors.DataError(f"Data set {self._cfg.dataset!r} has no split {split!r} ({e}); its "
                              f"splits: {sorted(splits)}.") from None
@@ -108,19 +147,21 @@ class TfdsSource:
     height, width = self._builder.info.features[IMAGE].shape[:2]
     if height and width:
       return height, width
-    facts = _table_facts(self._builder)
+    facts = _table_facts(self._cfg.dataset, self._builder)
     if facts:
       return facts.image_size
-    shapes = self._raw(self._cfg.train_split, [IMAGE]).take(_MEASURED_IMAGES).map(
+    shapes = self._raw(self._train_split, {IMAGE: True}).take(_MEASURED_IMAGES).map(
         lambda example: preprocess.image_shape(example[IMAGE])[:2])
     return preprocess.typical_size(np.stack(list(shapes.as_numpy_iterator())))
 
   def _raw(self, split, features=None) -> tf.data.Dataset:
     """{feature: value} of `split` in file order, for the image (still encoded) and the labels,
-    or for `features` only. Other features are not even parsed."""
-    features = features or (IMAGE, self._label_key)
-    skip = {IMAGE: tfds.decode.SkipDecoding()} if IMAGE in features else None
-    decoders = tfds.decode.PartialDecoding({name: True for name in features}, decoders=skip)
+    or for `features` only (a `tfds.decode.PartialDecoding` spec). Other features are not even
+    parsed."""
+    features = features or {IMAGE: True, **self._label_features()}
+    image = self._task.image_decoder() if self._task else tfds.decode.SkipDecoding()
+    decoders = tfds.decode.PartialDecoding(features,
+                                           decoders={IMAGE: image} if IMAGE in features else None)
     return self._builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                                     read_config=tfds.ReadConfig(try_autocache=False))
 
@@ -129,7 +170,7 @@ class TfdsSource:
     def target(example):
       if self._multi_hot:  # Sum, not max: an example without labels gets zeros, not -inf.
         return tf.minimum(tf.reduce_sum(tf.one_hot(example[LABELS], self.num_classes), 0), 1.0)
-      return tf.one_hot(example[LABEL], self.num_classes)
+      return tf.one_hot(self._label(example), self.num_classes)
 
     return self._raw(split).map(lambda example: {"image": example[IMAGE],
                                                  "label": target(example)},
@@ -140,13 +181,14 @@ class TfdsSource:
     """This host's share of the training examples (a few-shot draw is held in memory)."""
     if self._cfg.examples_per_class:
       return self._fewshot_records(process_index, process_count)
-    host_split = tfds.even_splits(self._cfg.train_split, n=process_count)[process_index]
+    host_split = tfds.even_splits(self._train_split, n=process_count)[process_index]
     return records.StreamRecords(self._read(host_split),
                                  self._builder.info.splits[host_split].num_examples)
 
   def eval_records(self, split: str, process_index: int,
                    process_count: int) -> tuple[records.StreamRecords, int]:
     """This host's share of `split`, and the number of examples of the whole split."""
+    split = self._split(split)
     host_split = tfds.even_splits(split, n=process_count)[process_index]
     host = records.StreamRecords(self._read(host_split),
                                  self._builder.info.splits[host_split].num_examples)
@@ -162,7 +204,7 @@ class TfdsSource:
       raise errors.DataError(f"examples_per_class draws per class of the single {LABEL!r} feature, "
                              f"but multilabel=True reads {LABELS!r}; turn one of them off.")
     labels = np.concatenate(list(
-        self._raw(cfg.train_split, [LABEL]).map(lambda example: example[LABEL]).batch(4096)
+        self._raw(self._train_split, self._label_features()).map(self._label).batch(4096)
         .as_numpy_iterator()))
     drawn = sampling.select_per_class(labels, cfg.examples_per_class, cfg.fewshot_seed,
                                       self.class_names)
@@ -170,7 +212,7 @@ class TfdsSource:
     is_mine = np.zeros(len(labels), bool)
     is_mine[mine] = True
     is_mine = tf.constant(is_mine)
-    images = (self._raw(cfg.train_split).enumerate()
+    images = (self._raw(self._train_split).enumerate()
               .filter(lambda index, example: tf.gather(is_mine, index))
               .map(lambda index, example: example[IMAGE]))
     return records.ArrayRecords(np.array(list(images.as_numpy_iterator()), dtype=object),
