@@ -40,6 +40,10 @@ def base() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.keep_checkpoint_every = 0    # also keep every checkpoint at a multiple of this (0: no).
   config.fewshot = ml_collections.ConfigDict(dict(datasets=(), shots=(1, 5, 10)))
+
+  # One job per workdir (big_transfer.workdir_hold): a hold whose heartbeat is older than this
+  # belongs to a job that is gone and is taken over; a younger one stops a second job at once.
+  config.hold_stale_after_s = 600.0
   return config
 
 

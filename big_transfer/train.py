@@ -19,7 +19,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from big_transfer import checkpoints, data, errors, evaluate, hyperrule, interop, models, optim
-from big_transfer import sharding, steps
+from big_transfer import sharding, steps, workdir_hold
 
 
 @dataclasses.dataclass
@@ -135,6 +135,13 @@ def _evaluate(config, run: Run, params) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`_train_and_evaluate` while this job holds `workdir` (big_transfer.workdir_hold): a second
+  job on the same workdir stops at once instead of mixing its checkpoints with this one's."""
+  with workdir_hold.hold(workdir, config.hold_stale_after_s):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`, evaluates, and writes `workdir/summary.json`.
 
   Returns the summary: the last training metrics, the final evaluation and the run status.
