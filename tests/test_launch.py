@@ -63,7 +63,7 @@ def fakes(tmp_path):
 def _env(fakes=None, **extra) -> dict:
   """This process's environment without the launcher's defaults, fakes first on PATH."""
   env = {key: value for key, value in os.environ.items()
-         if key not in ("TPU_NAME", "TPU_ACCELERATOR_TYPE", "CLOUDSDK_COMPUTE_ZONE",
+         if key not in ("TPU_NAME", "ACCELERATOR_TYPE", "RUNTIME_VERSION", "CLOUDSDK_COMPUTE_ZONE",
                         "CLOUDSDK_CORE_PROJECT", "TFDS_DATA_DIR", "BIG_TRANSFER_PYTHON")}
   if fakes is not None:
     env["PATH"] = f"{fakes.bin_dir}{os.pathsep}{env['PATH']}"
@@ -133,7 +133,7 @@ def test_names_zone_and_project_come_from_gclouds_environment_variables():
                       "--type", "v5litepod-16", "--dry-run"])
   from_env = _launch(["create", "--dry-run"], env=_env(
       TPU_NAME="bit", CLOUDSDK_COMPUTE_ZONE=ZONE, CLOUDSDK_CORE_PROJECT="bit-project",
-      TPU_ACCELERATOR_TYPE="v5litepod-16"))
+      ACCELERATOR_TYPE="v5litepod-16"))
   assert from_env.returncode == 0, from_env.stderr
   assert from_env.stdout == explicit.stdout
   assert "--version=v2-alpha-tpuv5-lite" in from_env.stdout
@@ -156,7 +156,8 @@ def test_each_tpu_generation_gets_its_jax_runtime_version(tpu_type, version):
     (["create", "--name", "b", "--best-effort"], 1, "add --queued"),
     (["run", "--name", "b", "--", "--config=configs/demo.py", "--workdir=/tmp/run"], 1,
      "--workdir=/tmp/run is on each worker's own disk"),
-    (["run", "--name", "b", "--", "--workdir=gs://b/w"], 1, "--config=configs/bit_s.py"),
+    (["run", "--name", "b", "--", "--config.lr=0.1", "--workdir=gs://b/w"], 1,
+     "--config=configs/bit_s.py"),
     (["stop"], 1, "name the TPU with --name or $TPU_NAME"),
     (["jobset", "--name", "Bad_Name", "--image", "i", "--tpu-type", "v4-8", "--",
       "--config=c", "--workdir=gs://b/w"], 1, "JobSet name 'Bad_Name' must be lowercase"),
@@ -216,9 +217,12 @@ def test_setup_run_and_stop_on_a_worker(tmp_path, fakes):
   for script in (home / "bin" / "uv", home / "fake_python"):
     script.chmod(0o755)
   where = ["--name", "bit", "--zone", ZONE]
-  (fakes.bin_dir / "git").unlink()  # The archive is the real one of this checkout's HEAD.
+  (fakes.bin_dir / "git").unlink()  # The archive is the real one of this checkout,
+  # uncommitted changes of tracked files included (`git stash create` commits them aside).
+  ref = subprocess.run(["git", "stash", "create"], cwd=cli.REPO, text=True, check=True,
+                       capture_output=True).stdout.strip() or "HEAD"
 
-  assert _launch(["setup", *where], env=_env(fakes)).returncode == 0
+  assert _launch(["setup", *where, "--ref", ref], env=_env(fakes)).returncode == 0
   scp, ssh = fakes()
   archive = pathlib.Path(scp["argv"][5])
   with tarfile.open(archive) as shipped:

@@ -42,7 +42,8 @@ class Accelerators:
   annotations: dict  # of the JobSet
 
 
-def tpu_slices(tpu: tpu_types.TpuType, slices: int = 1, topology: str | None = None) -> Accelerators:
+def tpu_slices(tpu: tpu_types.TpuType, slices: int = 1,
+               topology: str | None = None) -> Accelerators:
   """`slices` slices of type `tpu`; `topology` overrides the usual chip arrangement."""
   topology = topology or tpu.topology()
   chips = 1
@@ -137,9 +138,9 @@ def manifest(name: str, image: str, args: list[str], accelerators: Accelerators,
   }
 
 
-def to_yaml(value, indent: int = 0) -> str:
+def to_yaml(value) -> str:
   """YAML for a tree of dicts, lists, strings, numbers and booleans (strings double-quoted)."""
-  return "\n".join(_yaml_lines(value, indent)) + "\n"
+  return "\n".join(_yaml_lines(value, 0)) + "\n"
 
 
 def _scalar(value) -> str:
