@@ -118,6 +118,14 @@ def test_dry_run_of_every_tpu_vm_subcommand_matches_its_golden_file(tpu_type):
   _check_golden(f"tpu-vm-{tpu_type}.txt", "\n".join(transcript).replace(str(cli.REPO), "<repo>"))
 
 
+@pytest.mark.parametrize("subcommand", ["create", "setup", "run", "logs", "stop", "delete",
+                                        "jobset"])
+def test_every_subcommand_explains_itself_and_offers_a_dry_run(subcommand):
+  result = _launch([subcommand, "--help"])
+  assert result.returncode == 0
+  assert "--dry-run" in result.stdout and "print the exact commands" in result.stdout
+
+
 def test_each_subcommand_runs_exactly_the_commands_its_dry_run_prints(fakes):
   for argv in _tpu_vm_invocations("bit-v4-32", "v4-32"):
     printed = [shlex.split(line) for line in _launch(_dry(argv)).stdout.splitlines()]
@@ -396,6 +404,20 @@ def test_jobset_apply_submits_the_manifest_with_kubectl(fakes):
   assert call["argv"] == ["kubectl", "apply", "-f", "-"]
   assert dry.stdout == f"kubectl apply -f - <<'EOF'\n{call['stdin']}EOF\n"
   assert yaml.safe_load(call["stdin"])["metadata"]["name"] == "bit-gpu"
+
+
+def test_jobset_output_writes_the_file_that_apply_submits_and_a_dry_run_writes_nothing(
+    tmp_path, fakes):
+  output = tmp_path / "bit-gpu.yaml"
+  argv = ["jobset", *_JOBSETS["jobset-gpu-2x8.yaml"], "--image", _IMAGE, "--output",
+          str(output), "--apply", "--", *MAIN_ARGS]
+  assert _launch(_dry(argv)).returncode == 0
+  assert not output.exists()
+  assert _launch(argv, env=_env(fakes)).returncode == 0
+  printed = _launch(["jobset", *_JOBSETS["jobset-gpu-2x8.yaml"], "--image", _IMAGE, "--",
+                     *MAIN_ARGS]).stdout
+  assert output.read_text() == printed
+  assert [call["argv"] for call in fakes()] == [["kubectl", "apply", "-f", str(output)]]
 
 
 # --- SLURM. ---------------------------------------------------------------------------------
