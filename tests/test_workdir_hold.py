@@ -97,15 +97,19 @@ def test_a_hold_of_a_process_gone_from_this_host_is_taken_over_at_once(tmp_path,
   assert f"process {dead.pid} no longer runs on this host" in caplog.text
 
 
+@pytest.mark.parametrize("id_variable, attempt_variable, job", [
+    ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "slurm:731"),  # A SLURM requeue.
+    ("BIG_TRANSFER_JOB_ID", "BIG_TRANSFER_JOB_ATTEMPT", "731"),  # A JobSet restart.
+])
 def test_an_earlier_attempt_of_the_same_job_is_taken_over_and_the_same_attempt_is_not(
-    tmp_path, monkeypatch, caplog):
-  monkeypatch.setenv("SLURM_JOB_ID", "731")
-  monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
-  _put(tmp_path, _holder(host="gpu007", pid=9, job="slurm:731", attempt=2))
-  with pytest.raises(errors.WorkdirHeldError, match="job slurm:731 attempt 2"):
+    tmp_path, monkeypatch, caplog, id_variable, attempt_variable, job):
+  monkeypatch.setenv(id_variable, "731")
+  monkeypatch.setenv(attempt_variable, "2")
+  _put(tmp_path, _holder(host="gpu007", pid=9, job=job, attempt=2))
+  with pytest.raises(errors.WorkdirHeldError, match=f"job {job} attempt 2"):
     with workdir_hold.hold(tmp_path, stale_after_s=600):
       pass
-  _put(tmp_path, _holder(host="gpu007", pid=9, job="slurm:731", attempt=1))
+  _put(tmp_path, _holder(host="gpu007", pid=9, job=job, attempt=1))
   with caplog.at_level(logging.WARNING):
     with workdir_hold.hold(tmp_path, stale_after_s=600):
       assert workdir_hold.read(tmp_path).attempt == 2

@@ -12,6 +12,9 @@ checkpoint, up to `max_restarts` times. The old pods all end before new ones sta
 a bad setting or a workdir another job holds, fails the JobSet at once: a rerun would fail again.
 """
 
+# The launcher runs on users' machines: Python 3.9 (macOS's python3) must read it too.
+from __future__ import annotations
+
 import dataclasses
 import json
 import re

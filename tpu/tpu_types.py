@@ -5,6 +5,9 @@ Each generation has its default TPU VM software version (gcloud's --version) and
 labels; a slice of several hosts on GKE is laid out as xpk does, 4 chips per host.
 """
 
+# The launcher runs on users' machines: Python 3.9 (macOS's python3) must read it too.
+from __future__ import annotations
+
 import dataclasses
 import math
 import re
