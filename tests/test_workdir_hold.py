@@ -191,9 +191,12 @@ def test_a_second_run_on_a_held_workdir_fails_in_one_line_and_the_first_finishes
   _put(tmp_path, _holder(host="preempted-vm", pid=4321, heartbeat=time.time() - 3600))
   first = _start(tmp_path, synthetic_data_dir)
   deadline = time.time() + 300
-  while workdir_hold.read(tmp_path).host == "preempted-vm":
+  holder = workdir_hold.read(tmp_path)
+  while holder.host == "preempted-vm":
     assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
     time.sleep(0.2)
+    holder = workdir_hold.read(tmp_path)
+  assert holder.pid == first.pid  # The first run took the hold over and still holds it.
   # Paused, the first run holds the workdir for as long as the second takes to start and stop.
   first.send_signal(signal.SIGSTOP)
   try:
