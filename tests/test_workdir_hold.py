@@ -176,7 +176,7 @@ def _held_workdir_message(stderr: str) -> str:
 
 # The runs of tests/test_checkpoints.py, whose compiled programs the cache then holds.
 RUN = {"total_steps": 12, "checkpoint_every_steps": 3, "log_every_steps": 1,
-       "fewshot.datasets": "()", "decay_steps": "(8,)"}
+       "fewshot.shots": "()", "decay_fractions": "(0.6667,)"}
 
 
 def _start(workdir, data_dir):
