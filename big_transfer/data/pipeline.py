@@ -100,7 +100,7 @@ def eval_batches(cfg: config_lib.InputConfig, global_batch_size: int, split: str
   num_batches = _ceil_div(_ceil_div(num_examples, count), local_batch)
   real = records.eval_examples(
       host_records, source.num_classes,
-      lambda example: {"image": preprocess.eval_image(example["image"], cfg.crop),
+      lambda example: {"image": preprocess.eval_image(example["image"], cfg.recipe, cfg.crop),
                        "label": example["label"], "mask": tf.constant(1.0)})
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros([cfg.crop, cfg.crop, 3]), "label": tf.zeros([source.num_classes]),
