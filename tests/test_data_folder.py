@@ -1,5 +1,6 @@
 """Image folders (`folder:/path`): layouts, JPEG and PNG, unreadable files, and bad folders."""
 
+import collections
 import logging
 
 import numpy as np
@@ -8,6 +9,7 @@ import tensorflow as tf
 
 from big_transfer import data
 from big_transfer.data import folder_source
+from big_transfer.data import streams
 
 CLASSES = ("ant", "bee", "cat")  # Written in another order below: labels must sort by name.
 
@@ -117,12 +119,20 @@ def test_few_shot_draw_from_a_folder_keeps_k_per_class(split_folder):
 
 
 @pytest.mark.parametrize("process_count", [1, 2, 4])
-def test_host_shards_of_a_folder_are_disjoint_and_complete(split_folder, process_count):
-  source = folder_source.FolderSource(_cfg(split_folder))
-  shards = [list(source.train_records(i, process_count).images) for i in range(process_count)]
-  everything = [path for shard in shards for path in shard]
-  assert len(everything) == len(set(everything)) == 18
-  assert max(map(len, shards)) - min(map(len, shards)) <= 1
+@pytest.mark.parametrize("examples_per_class", [None, 2], ids=["all", "few_shot"])
+def test_every_image_is_read_equally_often_across_hosts(split_folder, process_count,
+                                                        examples_per_class):
+  # 18 images (6 few-shot) over 4 hosts: unequal shares, yet equal reading.
+  source = folder_source.FolderSource(_cfg(split_folder, examples_per_class=examples_per_class))
+  counts = collections.Counter()
+  for index in range(process_count):
+    stream = streams.train_stream(source.train_examples(index, process_count), 3, seed=0,
+                                  process_index=index, process_count=process_count, start=0,
+                                  shuffle_buffer=1,
+                                  transform=lambda position, example: example["image"])
+    counts.update(stream.take(40).as_numpy_iterator())
+  assert len(counts) == 3 * (examples_per_class or 6)
+  assert max(counts.values()) - min(counts.values()) <= 1
 
 
 def test_missing_folder_is_named(tmp_path):
