@@ -111,6 +111,16 @@ def test_folder_splits_take_tfds_style_slices(split_folder):
   assert data.dataset_info(_cfg(split_folder, train_split="train[-5:]")).num_train_examples == 5
 
 
+def test_released_train_and_holdout_slices_split_a_folder(tmp_path):
+  _write_classes(tmp_path, per_class=17, size=(8, 8))  # 51 images: 98% is 50 of them.
+  source = folder_source.FolderSource(_cfg(tmp_path, train_split="train[:98%]"))
+  paths = lambda split: list(source.eval_examples(split, 0, 1)[0].images)
+  train, holdout = paths("train[:98%]"), paths("train[98%:]")
+  assert (len(train), len(holdout)) == (50, 1)
+  assert sorted(train + holdout) == sorted(paths("train"))
+  assert data.dataset_info(_cfg(tmp_path, train_split="train[:98%]")).num_train_examples == 50
+
+
 def test_few_shot_draw_from_a_folder_keeps_k_per_class(split_folder):
   cfg = _cfg(split_folder, examples_per_class=2)
   assert data.dataset_info(cfg).num_train_examples == 6

@@ -58,6 +58,17 @@ def test_dataset_info_counts_the_sliced_train_split(data_dir):
   assert data.dataset_info(_cfg(data_dir, train_split="train[:30%]")).num_train_examples == 300
 
 
+def test_released_train_and_holdout_slices_split_the_train_split(data_dir):
+  # The released recipes train on train[:98%] (train[:99%] for ImageNet) and hold out the rest.
+  source = tfds_source.TfdsSource(_cfg(data_dir, train_split="train[:98%]"))
+  images = lambda split: [_digest(example["image"]) for example in
+                          source.eval_examples(split, 0, 1)[0].read(None).as_numpy_iterator()]
+  train, holdout, whole = images("train[:98%]"), images("train[98%:]"), images("train")
+  assert (len(train), len(holdout)) == (980, 20)
+  assert sorted(train + holdout) == sorted(whole) and len(set(whole)) == 1000
+  assert data.dataset_info(_cfg(data_dir, train_split="train[:98%]")).num_train_examples == 980
+
+
 def test_dataset_info_counts_the_few_shot_draw(data_dir):
   assert data.dataset_info(_cfg(data_dir, examples_per_class=5)).num_train_examples == 50
 

@@ -95,13 +95,18 @@ def train_image(encoded: tf.Tensor, recipe: str, precrop: int, crop: int,
   return to_unit_range(tf.image.stateless_random_flip_left_right(cut, flip_rng))
 
 
+def shorter_side(crop: int) -> int:
+  """Length the upstream evaluation view resizes the shorter side of an image to."""
+  return round(crop * SHORTER_SIDE_PER_CROP)
+
+
 def eval_view(images: tf.Tensor, recipe: str, crop: int) -> tf.Tensor:
   """The evaluation view of decoded images: float32 (..., crop, crop, 3) in [-1, 1].
 
   Args:
     images: uint8 (H, W, 3) or (B, H, W, 3).
     recipe: "finetune": the whole image resized to crop x crop (the released BiT-HyperRule
-      code); "upstream": the shorter side resized to round(crop * 256 / 224), keeping the aspect
+      code); "upstream": the shorter side resized to `shorter_side(crop)`, keeping the aspect
       ratio, then the central crop x crop square (big_vision's BiT configs).
     crop: side of the square view.
   """
@@ -110,7 +115,7 @@ def eval_view(images: tf.Tensor, recipe: str, crop: int) -> tf.Tensor:
   if recipe == "finetune":
     return to_unit_range(_resize(images, (crop, crop)))
   height_width = tf.shape(images)[-3:-1]
-  scale = round(crop * SHORTER_SIDE_PER_CROP) / tf.cast(tf.reduce_min(height_width), tf.float32)
+  scale = shorter_side(crop) / tf.cast(tf.reduce_min(height_width), tf.float32)
   size = tf.cast(tf.round(tf.cast(height_width, tf.float32) * scale), tf.int32)
   top, left = tf.unstack((size - crop) // 2)
   view = _resize(images, size)[..., top:top + crop, left:left + crop, :]
@@ -132,11 +137,10 @@ def eval_description(recipe: str, crop: int) -> dict:
     resize.update(height=crop, width=crop)
     central_crop = None
   else:
-    shorter_side = round(crop * SHORTER_SIDE_PER_CROP)
-    steps = (f"bilinear resize of the shorter side to {shorter_side}, keeping the aspect ratio "
-             f"(tf.image.resize, no antialiasing; the other side rounded to the nearest pixel) "
-             f"-> central {crop}x{crop} crop (offset (size - {crop}) // 2 on each axis)")
-    resize.update(shorter_side=shorter_side)
+    steps = (f"bilinear resize of the shorter side to {shorter_side(crop)}, keeping the aspect "
+             "ratio (tf.image.resize, no antialiasing; the other side rounded to the nearest "
+             f"pixel) -> central {crop}x{crop} crop (offset (size - {crop}) // 2 on each axis)")
+    resize.update(shorter_side=shorter_side(crop))
     central_crop = {"height": crop, "width": crop}
   return {
       "description": (f"RGB uint8 image (height, width, 3) -> {steps} -> x / 127.5 - 1, "

@@ -3,8 +3,8 @@ evaluation pass.
 
 Examples come in one of two forms. `HeldExamples` are held in memory (the images of a folder, a
 few-shot draw) and shared by all hosts: epoch after epoch of permutations of all of them form one
-global stream, and host i of n reads its positions i, i + n, i + 2n, ... of it, so every host
-reads as many examples as the others and every example is read once per epoch, whatever n. A
+global stream, and host i of N reads its positions i, i + N, i + 2N, ... of it, so every host
+reads as many examples as the others and every example is read once per epoch, whatever N. A
 `TfdsShard` is one host's sub-split of a TFDS split: each epoch reads its files in a new order,
 through a shuffle buffer. Either way the order of epoch e is keyed by (seed, e) (and the host, for
 TFDS) only, so a stream can start at any epoch without replaying the ones before it, and then skip
