@@ -21,11 +21,13 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tensorflow as tf
 from absl import app, flags, logging
 from etils import epath
 
 import big_transfer
 from big_transfer import checkpoints, errors, interop, models, run_record
+from big_transfer.data import preprocess
 
 FORMATS = ("npz", "savedmodel", "params")
 # timm's names of the published variants, whose models load our npz (docs/export.md).
@@ -46,6 +48,11 @@ class Trained:
   def crop(self) -> int:
     """Side of the square images the model was trained and evaluated on."""
     return self.record.resolution
+
+  @property
+  def recipe(self) -> str:
+    """The run's data recipe, which decides its evaluation view (`preprocess.eval_view`)."""
+    return self.record.recipe
 
   def model(self) -> models.ResNetV2:
     """The network in float32, whatever `model_dtype` it was trained with."""
@@ -85,21 +92,6 @@ def _check_params_fit(trained: Trained) -> None:
                                  f"{trained.record.num_classes} classes).")
 
 
-def preprocessing(crop: int) -> dict:
-  """The eval preprocessing, in words and numbers: what turns a uint8 RGB image into input."""
-  return {
-      "description": ("RGB uint8 image (height, width, 3) -> bilinear resize of the whole "
-                      f"image to {crop}x{crop} (tf.image.resize, no antialiasing, no crop, "
-                      "aspect ratio not kept) -> x / 127.5 - 1, float32 in [-1, 1]."),
-      "resize": {"height": crop, "width": crop, "method": "bilinear", "antialias": False},
-      "scale": 1 / 127.5,
-      "offset": -1.0,
-      "input_range": [0, 255],
-      "output_range": [-1.0, 1.0],
-      "channels": "RGB",
-  }
-
-
 def metadata(trained: Trained, format: str) -> dict:
   """What a user of the export needs to know, JSON-ready."""
   record = trained.record
@@ -128,7 +120,7 @@ def metadata(trained: Trained, format: str) -> dict:
                  "activation": activation},
       "input": inputs,
       "resolution": [crop, crop],
-      "preprocessing": preprocessing(crop),
+      "preprocessing": preprocess.eval_description(trained.recipe, crop),
       "dtype": "float32",
       "num_params": int(sum(x.size for x in jax.tree.leaves(trained.params))),
       "dataset": record.dataset,
@@ -150,13 +142,13 @@ def metadata_path(output, format: str) -> epath.Path:
 def serving_module(trained: Trained):
   """A `tf.Module` whose `serve(images)` maps uint8 (B, H, W, 3) to {"logits": float32 (B, K)}.
 
-  The resize to crop x crop and the scaling run as TF ops; the network is the JAX model
+  The run's evaluation view (`preprocess.eval_view` of its recipe: the resize, the central crop
+  of the upstream recipe, the scaling) runs as TF ops; the network is the JAX model
   lowered with jax2tf's native serialization (StableHLO in an XlaCallModule op) for CPU, CUDA
   and TPU, with a polymorphic batch. Params are TF variables, so a large model's weights go to
   the SavedModel's variables/ rather than into its 2 GB-limited graph.
   """
-  import tensorflow as tf  # Only this format needs TensorFlow in the exporting process.
-  from jax.experimental import jax2tf
+  from jax.experimental import jax2tf  # Only this format needs jax2tf.
 
   model, crop = trained.model(), trained.crop
   leaves, treedef = jax.tree.flatten(trained.params)
@@ -169,10 +161,8 @@ def serving_module(trained: Trained):
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
   def serve(images):
-    # Resizing float32 rather than uint8 gives the same values and keeps it a TF Lite builtin.
-    resized = tf.image.resize(tf.cast(images, tf.float32), (crop, crop), method="bilinear")
-    logits = network(jax.tree.unflatten(treedef, variables), resized / 127.5 - 1.0)
-    return {"logits": logits}
+    inputs = preprocess.eval_view(images, trained.recipe, crop)
+    return {"logits": network(jax.tree.unflatten(treedef, variables), inputs)}
 
   module = tf.Module()
   module.variables_ = variables  # Tracked, so they are saved with the module.
@@ -189,7 +179,6 @@ def _write_params(trained: Trained, path: epath.Path) -> None:
 
 
 def _write_savedmodel(trained: Trained, path: epath.Path) -> None:
-  import tensorflow as tf
   module = serving_module(trained)
   tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 

@@ -1,5 +1,6 @@
 """Image folders (`folder:/path`): layouts, JPEG and PNG, unreadable files, and bad folders."""
 
+import collections
 import logging
 
 import numpy as np
@@ -8,6 +9,7 @@ import tensorflow as tf
 
 from big_transfer import data
 from big_transfer.data import folder_source
+from big_transfer.data import streams
 
 CLASSES = ("ant", "bee", "cat")  # Written in another order below: labels must sort by name.
 
@@ -109,6 +111,16 @@ def test_folder_splits_take_tfds_style_slices(split_folder):
   assert data.dataset_info(_cfg(split_folder, train_split="train[-5:]")).num_train_examples == 5
 
 
+def test_released_train_and_holdout_slices_split_a_folder(tmp_path):
+  _write_classes(tmp_path, per_class=17, size=(8, 8))  # 51 images: 98% is 50 of them.
+  source = folder_source.FolderSource(_cfg(tmp_path, train_split="train[:98%]"))
+  paths = lambda split: list(source.eval_examples(split, 0, 1)[0].images)
+  train, holdout = paths("train[:98%]"), paths("train[98%:]")
+  assert (len(train), len(holdout)) == (50, 1)
+  assert sorted(train + holdout) == sorted(paths("train"))
+  assert data.dataset_info(_cfg(tmp_path, train_split="train[:98%]")).num_train_examples == 50
+
+
 def test_few_shot_draw_from_a_folder_keeps_k_per_class(split_folder):
   cfg = _cfg(split_folder, examples_per_class=2)
   assert data.dataset_info(cfg).num_train_examples == 6
@@ -117,12 +129,20 @@ def test_few_shot_draw_from_a_folder_keeps_k_per_class(split_folder):
 
 
 @pytest.mark.parametrize("process_count", [1, 2, 4])
-def test_host_shards_of_a_folder_are_disjoint_and_complete(split_folder, process_count):
-  source = folder_source.FolderSource(_cfg(split_folder))
-  shards = [list(source.train_records(i, process_count).images) for i in range(process_count)]
-  everything = [path for shard in shards for path in shard]
-  assert len(everything) == len(set(everything)) == 18
-  assert max(map(len, shards)) - min(map(len, shards)) <= 1
+@pytest.mark.parametrize("examples_per_class", [None, 2], ids=["all", "few_shot"])
+def test_every_image_is_read_equally_often_across_hosts(split_folder, process_count,
+                                                        examples_per_class):
+  # 18 images (6 few-shot) over 4 hosts: unequal shares, yet equal reading.
+  source = folder_source.FolderSource(_cfg(split_folder, examples_per_class=examples_per_class))
+  counts = collections.Counter()
+  for index in range(process_count):
+    stream = streams.train_stream(source.train_examples(index, process_count), 3, seed=0,
+                                  process_index=index, process_count=process_count, start=0,
+                                  shuffle_buffer=1,
+                                  transform=lambda position, example: example["image"])
+    counts.update(stream.take(40).as_numpy_iterator())
+  assert len(counts) == 3 * (examples_per_class or 6)
+  assert max(counts.values()) - min(counts.values()) <= 1
 
 
 def test_missing_folder_is_named(tmp_path):

@@ -1,24 +1,37 @@
 """Training and evaluation streams on the built-in `bit_synthetic/downstream` data set.
 
 10 classes, 1000 train and 500 test images of 64x64, prepared once per module in a temporary
-data_dir. Several hosts are simulated in one process through process_index / process_count.
+data_dir, and once more written in 4 files per split. Several hosts are simulated in one process
+through process_index / process_count.
 """
 
 import collections
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from big_transfer import data
+from big_transfer.data import streams
 from big_transfer.data import tfds_source
 
 DOWNSTREAM = "bit_synthetic/downstream"
+NUM_FILES = 4
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def sharded_data_dir(tmp_path_factory):
+  """The same data set, each split written in NUM_FILES files."""
+  data_dir = str(tmp_path_factory.mktemp("tfds_sharded"))
+  tfds.builder(DOWNSTREAM, data_dir=data_dir).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(num_shards=NUM_FILES, try_download_gcs=False))
+  return data_dir
 
 
 def _cfg(data_dir, **kwargs):
@@ -45,6 +58,17 @@ def test_dataset_info_counts_the_sliced_train_split(data_dir):
   assert data.dataset_info(_cfg(data_dir, train_split="train[:30%]")).num_train_examples == 300
 
 
+def test_released_train_and_holdout_slices_split_the_train_split(data_dir):
+  # The released recipes train on train[:98%] (train[:99%] for ImageNet) and hold out the rest.
+  source = tfds_source.TfdsSource(_cfg(data_dir, train_split="train[:98%]"))
+  images = lambda split: [_digest(example["image"]) for example in
+                          source.eval_examples(split, 0, 1)[0].read(None).as_numpy_iterator()]
+  train, holdout, whole = images("train[:98%]"), images("train[98%:]"), images("train")
+  assert (len(train), len(holdout)) == (980, 20)
+  assert sorted(train + holdout) == sorted(whole) and len(set(whole)) == 1000
+  assert data.dataset_info(_cfg(data_dir, train_split="train[:98%]")).num_train_examples == 980
+
+
 def test_dataset_info_counts_the_few_shot_draw(data_dir):
   assert data.dataset_info(_cfg(data_dir, examples_per_class=5)).num_train_examples == 50
 
@@ -67,35 +91,79 @@ def test_different_seeds_give_different_streams(data_dir):
 
 
 @pytest.mark.parametrize("process_count", [1, 2, 4])
-def test_host_shards_are_disjoint_and_complete(data_dir, process_count):
+def test_host_shards_are_disjoint_and_complete_in_any_file_order(sharded_data_dir,
+                                                                  process_count):
+  source = tfds_source.TfdsSource(_cfg(sharded_data_dir))
+  for file_seed in (None, tf.constant(5, tf.int64)):
+    shards = []
+    for index in range(process_count):
+      shard = source.train_examples(index, process_count)
+      shards.append([_digest(example["image"])
+                     for example in shard.read(file_seed).as_numpy_iterator()])
+      assert len(shards[-1]) == shard.num_examples
+    everything = [digest for shard in shards for digest in shard]
+    assert len(everything) == len(set(everything)) == 1000
+
+
+def _file_of_each_image(data_dir) -> dict[bytes, int]:
+  """The file of the train split that holds each image."""
+  builder = tfds.builder(DOWNSTREAM, data_dir=data_dir)
+  files = {}
+  for number, instruction in enumerate(builder.info.splits["train"].file_instructions):
+    images = tf.data.TFRecordDataset(instruction.filename).map(
+        lambda record: tf.io.parse_single_example(
+            record, {"image": tf.io.FixedLenFeature([], tf.string)})["image"])
+    files.update((_digest(image), number) for image in images.as_numpy_iterator())
+  return files
+
+
+def test_each_epoch_reads_the_files_in_its_own_order(sharded_data_dir):
+  file_of = _file_of_each_image(sharded_data_dir)
+  assert sorted(set(file_of.values())) == list(range(NUM_FILES))
+  source = tfds_source.TfdsSource(_cfg(sharded_data_dir))
+  # With a buffer of 1 the stream shows the order in which the files are read.
+  stream = streams.train_stream(source.train_examples(0, 1), 10, seed=3, process_index=0,
+                                process_count=1, start=0, shuffle_buffer=1,
+                                transform=lambda position, example: example["image"])
+  images = [_digest(image) for image in stream.take(4 * 1000).as_numpy_iterator()]
+  file_orders = []
+  for epoch in range(4):
+    epoch_images = images[epoch * 1000:(epoch + 1) * 1000]
+    assert len(set(epoch_images)) == 1000  # Every example once per epoch.
+    files = [file_of[image] for image in epoch_images]
+    file_orders.append(tuple(sorted(set(files), key=files.index)))  # By first appearance.
+  assert len(set(file_orders)) > 1, file_orders
+
+
+def test_a_shuffle_buffer_larger_than_the_host_share_reads_each_example_once_per_epoch(data_dir):
   source = tfds_source.TfdsSource(_cfg(data_dir))
-  shards = []
-  for index in range(process_count):
-    records = source.train_records(index, process_count)
-    shards.append([_digest(example["image"])
-                   for example in records.dataset.as_numpy_iterator()])
-    assert len(shards[-1]) == records.num_examples
-  everything = [digest for shard in shards for digest in shard]
-  assert len(everything) == len(set(everything)) == 1000
+  stream = streams.train_stream(source.train_examples(1, 2), 10, seed=0, process_index=1,
+                                process_count=2, start=0, shuffle_buffer=250_000,
+                                transform=lambda position, example: example["image"])
+  images = [_digest(image) for image in stream.take(2 * 500).as_numpy_iterator()]
+  assert len(set(images[:500])) == len(set(images[500:])) == 500
+  assert set(images[:500]) == set(images[500:]) and images[:500] != images[500:]
 
 
-def _fewshot_images(data_dir, process_count, seed=3):
+def _fewshot_images(data_dir, seed=3):
   source = tfds_source.TfdsSource(_cfg(data_dir, examples_per_class=4, fewshot_seed=seed))
-  hosts = [source.train_records(i, process_count) for i in range(process_count)]
+  drawn = source.train_examples(0, 1)
   return collections.Counter((_digest(np.frombuffer(image, np.uint8)), int(label))
-                             for host in hosts for image, label in zip(host.images, host.labels))
+                             for image, label in zip(drawn.images, drawn.labels))
 
 
-def test_few_shot_draw_is_the_same_across_runs_and_host_counts(data_dir):
-  single = _fewshot_images(data_dir, 1)
-  assert _fewshot_images(data_dir, 1) == single
-  assert _fewshot_images(data_dir, 2) == single
-  assert _fewshot_images(data_dir, 4) == single
-  assert _fewshot_images(data_dir, 1, seed=4) != single
+def test_few_shot_draw_is_the_same_across_runs_and_hosts(data_dir):
+  source = tfds_source.TfdsSource(_cfg(data_dir, examples_per_class=4, fewshot_seed=3))
+  single = _fewshot_images(data_dir)
+  assert _fewshot_images(data_dir) == single
+  for index in range(3):  # Every host holds the whole draw and reads its share of one stream.
+    drawn = source.train_examples(index, 3)
+    np.testing.assert_array_equal(drawn.labels, source.train_examples(0, 1).labels)
+  assert _fewshot_images(data_dir, seed=4) != single
 
 
 def test_few_shot_draws_k_examples_of_every_class(data_dir):
-  drawn = _fewshot_images(data_dir, 1)
+  drawn = _fewshot_images(data_dir)
   assert sum(drawn.values()) == len(drawn) == 40
   assert collections.Counter(label for _, label in drawn) == {c: 4 for c in range(10)}
 
@@ -106,13 +174,19 @@ def test_few_shot_larger_than_the_smallest_class_names_the_class(data_dir):
     data.train_batches(_cfg(data_dir, examples_per_class=101), 8, seed=0)
 
 
-@pytest.mark.parametrize("fewshot", [None, 5], ids=["streamed_from_tfds", "held_in_memory"])
-def test_resuming_at_a_step_yields_the_uninterrupted_stream(data_dir, fewshot):
-  # 2 simulated hosts, batch 32 -> 16 per host; an epoch per host is 500 (25 few-shot) examples,
-  # so step 33 (example 528 / 528) lies in a later epoch than the one step 30 starts in.
-  cfg = _cfg(data_dir, examples_per_class=fewshot, mixup_alpha=0.4, shuffle_buffer=300)
-  stream = lambda start: data.train_batches(cfg, 32, seed=7, start_step=start, process_index=1,
-                                            process_count=2)
+@pytest.mark.parametrize("files, fewshot, process_count", [
+    (1, None, 2), (NUM_FILES, None, 2), (1, 5, 2), (1, 5, 3)],
+    ids=["streamed_from_one_file", "streamed_from_4_files", "held_in_memory",
+         "held_in_memory_3_hosts"])
+def test_resuming_at_a_step_yields_the_uninterrupted_stream(data_dir, sharded_data_dir, files,
+                                                            fewshot, process_count):
+  # 16 examples per host and step; an epoch per host is 500 (1000 / 2) examples, or 50 / hosts
+  # (few-shot), so step 33 (host example 528) lies in a later epoch than the one step 30
+  # starts in.
+  cfg = _cfg(sharded_data_dir if files > 1 else data_dir, examples_per_class=fewshot,
+             mixup_alpha=0.4, shuffle_buffer=300)
+  stream = lambda start: data.train_batches(cfg, 16 * process_count, seed=7, start_step=start,
+                                            process_index=1, process_count=process_count)
   uninterrupted = _take(stream(0), 36)
   resumed = _take(stream(30), 6)
   for expected, actual in zip(uninterrupted[30:], resumed, strict=True):

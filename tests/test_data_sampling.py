@@ -1,4 +1,4 @@
-"""Few-shot draws and host shares, as pure functions of their inputs."""
+"""Few-shot draws and processes, as pure functions of their inputs."""
 
 import numpy as np
 import pytest
@@ -23,13 +23,6 @@ def test_few_shot_draw_larger_than_the_smallest_class_names_it_and_its_count():
 def test_a_class_absent_from_the_split_is_named():
   with pytest.raises(ValueError, match="class 'cat' \\(label 2\\) has: 0 examples"):
     sampling.select_per_class(np.array([0, 0, 1, 1]), 1, seed=0, class_names=("ant", "bee", "cat"))
-
-
-def test_host_shards_split_indices_into_disjoint_complete_balanced_parts():
-  indices = np.arange(10)
-  shards = [sampling.host_shard(indices, i, 4) for i in range(4)]
-  np.testing.assert_array_equal(np.sort(np.concatenate(shards)), indices)
-  assert [len(s) for s in shards] == [3, 3, 2, 2]
 
 
 def test_process_index_outside_the_process_count_is_rejected():

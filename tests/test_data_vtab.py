@@ -127,8 +127,9 @@ def served(tmp_path):
 
 
 def _cfg(dataset, **kwargs):
+  """VTAB-1k tasks are fine-tuned: the finetune recipe, whose evaluation sees the whole image."""
   return data.InputConfig(**{"dataset": dataset, "data_dir": "/unused/by/mock", "crop": 24,
-                             **kwargs})
+                             "recipe": "finetune", "precrop": 32, **kwargs})
 
 
 def _image(rng, height=20, width=30, channels=3):
@@ -240,9 +241,9 @@ def test_info_batches_and_hosts_use_the_benchmark_split(mocked, name, split, num
   assert batch["image"].shape == (8, 24, 24, 3)
   np.testing.assert_array_equal(batch["label"].sum(axis=1), np.ones(8))
   source = tfds_source.TfdsSource(cfg)
-  shares = [source.train_records(index, 3).num_examples for index in range(3)]
+  shares = [source.train_examples(index, 3).num_examples for index in range(3)]
   assert sum(shares) == num_examples and max(shares) - min(shares) <= 2
-  _, eval_total = source.eval_records(split, 0, 2)
+  _, eval_total = source.eval_examples(split, 0, 2)
   assert eval_total == num_examples
 
 
@@ -352,7 +353,7 @@ def test_dsprites_images_are_scaled_from_0_1_to_0_255(served):
   image[:, :32] = 1
   task = vtab.lookup("vtab/dsprites_location")
   with served([{"image": image, "label_x_position": 31}] * 2, task):
-    batch = next(data.eval_batches(_cfg(task.name, crop=64, eval_split="val200"),
+    batch = next(data.eval_batches(_cfg(task.name, crop=64, precrop=64, eval_split="val200"),
                                    global_batch_size=2))
   np.testing.assert_array_equal(batch["image"][0, :, :32], np.ones((64, 32, 3)))
   np.testing.assert_array_equal(batch["image"][0, :, 32:], -np.ones((64, 32, 3)))

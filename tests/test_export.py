@@ -15,19 +15,21 @@ import pytest
 import tensorflow as tf
 
 import cli
-from big_transfer import checkpoints, config as config_lib, errors, export, interop, models
+from big_transfer import checkpoints, config as config_lib, data, errors, export, interop, models
 from big_transfer import run_record, steps
+from big_transfer.data import preprocess
 
 CROP = 32
 CLASS_NAMES = ["cat", "dog", "fish", "bird", "frog"]
 STEPS = (2, 5)
 
 
-def _record() -> run_record.RunRecord:
+def _record(recipe: str = "finetune") -> run_record.RunRecord:
   config = config_lib.base()
   config.model = "BiT-S-R14x1"
   config.dataset = "bit_synthetic/upstream"
   config.data.crop = CROP
+  config.data.recipe = recipe
   config.batch_size = 8
   return run_record.RunRecord.of_run(config, len(CLASS_NAMES), CLASS_NAMES)
 
@@ -72,8 +74,20 @@ def _write_run(workdir) -> dict[int, dict]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+  """A run of the finetune recipe."""
   workdir = tmp_path_factory.mktemp("run")
   return workdir, _write_run(workdir)
+
+
+@pytest.fixture(scope="module")
+def upstream_run(tmp_path_factory):
+  """One checkpoint of a run of the upstream recipe, whose evaluation cuts the central square."""
+  workdir = tmp_path_factory.mktemp("upstream_run")
+  ckpts = checkpoints.Checkpoints(workdir, every_steps=1)
+  params = _random_params(seed=11)
+  _save(ckpts, 1, params, _record("upstream"))
+  ckpts.close()
+  return workdir, params
 
 
 def _assert_trees_equal(actual, expected):
@@ -105,12 +119,19 @@ def test_params_msgpack_round_trip_is_exact(run, tmp_path):
   _assert_trees_equal(restored, saved[STEPS[-1]])
 
 
-@pytest.fixture(scope="module")
-def savedmodel(run, tmp_path_factory):
-  workdir, _ = run
-  path = tmp_path_factory.mktemp("export") / "savedmodel"
+def _export_savedmodel(workdir, path):
   export.export(workdir, path, "savedmodel")
   return path, tf.saved_model.load(str(path)).signatures["serving_default"]
+
+
+@pytest.fixture(scope="module")
+def savedmodel(run, tmp_path_factory):
+  return _export_savedmodel(run[0], tmp_path_factory.mktemp("export") / "savedmodel")
+
+
+@pytest.fixture(scope="module")
+def upstream_savedmodel(upstream_run, tmp_path_factory):
+  return _export_savedmodel(upstream_run[0], tmp_path_factory.mktemp("export") / "savedmodel")
 
 
 def test_savedmodel_signature_takes_uint8_images_and_returns_logits(savedmodel):
@@ -139,21 +160,52 @@ def _jax_logits(params, inputs: np.ndarray) -> np.ndarray:
   return np.asarray(_jax_logits_padded(params, padded))[:len(inputs)]
 
 
-@pytest.mark.parametrize("batch,height,width", [(1, 20, 30), (3, 32, 32), (2, 50, 41)])
-def test_savedmodel_logits_match_the_jax_model(run, savedmodel, batch, height, width):
-  _, saved = run
-  _, serve = savedmodel
-  images = np.random.default_rng(height).integers(0, 256, (batch, height, width, 3), np.uint8)
+def _eval_pipeline_inputs(images: np.ndarray, recipe: str, folder) -> np.ndarray:
+  """What `data.eval_batches` feeds the model for uint8 images (n, H, W, 3) of the given recipe:
+  float32 (n, CROP, CROP, 3)."""
+  for i, image in enumerate(images):
+    path = folder / "images" / "only_class" / f"{i:02d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(image).numpy())
+  cfg = data.InputConfig(dataset=f"folder:{folder / 'images'}", eval_split="train", recipe=recipe,
+                         crop=CROP)
+  (batch,) = data.eval_batches(cfg, len(images), process_index=0, process_count=1)
+  return batch["image"]
+
+
+def _assert_savedmodel_matches_jax_on_the_eval_pipeline(serve, params, recipe, images, folder):
   logits = serve(images=tf.constant(images))["logits"].numpy()
-  # The eval preprocessing of big_transfer.data, applied on the JAX side.
-  inputs = tf.image.resize(images, (CROP, CROP), method="bilinear").numpy() / 127.5 - 1.0
-  expected = _jax_logits(saved[STEPS[-1]], inputs)
-  assert logits.shape == (batch, len(CLASS_NAMES)) and logits.dtype == np.float32
+  expected = _jax_logits(params, _eval_pipeline_inputs(images, recipe, folder))
+  assert logits.shape == (len(images), len(CLASS_NAMES)) and logits.dtype == np.float32
   assert np.max(np.abs(logits - expected)) <= 1e-4 * np.max(np.abs(expected)), (logits, expected)
 
 
-def test_savedmodel_converts_to_tflite_with_builtin_ops_only(savedmodel):
-  path, serve = savedmodel
+@pytest.mark.parametrize("batch,height,width", [(1, 20, 30), (3, 32, 32), (2, 50, 41)])
+def test_savedmodel_logits_match_the_jax_model(run, savedmodel, tmp_path, batch, height, width):
+  _, saved = run
+  _, serve = savedmodel
+  images = np.random.default_rng(height).integers(0, 256, (batch, height, width, 3), np.uint8)
+  _assert_savedmodel_matches_jax_on_the_eval_pipeline(serve, saved[STEPS[-1]], "finetune",
+                                                      images, tmp_path)
+
+
+@pytest.mark.parametrize("batch,height,width", [(2, 40, 64), (1, 70, 36)], ids=["wide", "tall"])
+def test_upstream_savedmodel_preprocesses_non_square_images_as_our_evaluation(
+    upstream_run, upstream_savedmodel, tmp_path, batch, height, width):
+  _, params = upstream_run
+  _, serve = upstream_savedmodel
+  images = np.random.default_rng(height).integers(0, 256, (batch, height, width, 3), np.uint8)
+  _assert_savedmodel_matches_jax_on_the_eval_pipeline(serve, params, "upstream", images, tmp_path)
+  # The whole image squashed to CROP x CROP (the finetune view) is another input altogether.
+  squashed = _jax_logits(params, preprocess.eval_view(images, "finetune", CROP).numpy())
+  logits = serve(images=tf.constant(images))["logits"].numpy()
+  assert np.max(np.abs(logits - squashed)) > 1e-2 * np.max(np.abs(squashed))
+
+
+@pytest.mark.parametrize("recipe", ["finetune", "upstream"])
+def test_savedmodel_converts_to_tflite_with_builtin_ops_only(request, recipe):
+  path, serve = request.getfixturevalue("savedmodel" if recipe == "finetune"
+                                        else "upstream_savedmodel")
   converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
   tflite = tf.lite.Interpreter(model_content=converter.convert())
@@ -195,10 +247,22 @@ def test_metadata_is_complete(run, savedmodel, tmp_path, format, metadata_name):
   assert metadata["input"]["preprocessing_included"] == (format == "savedmodel")
   assert metadata["input"]["dtype"] == ("uint8" if format == "savedmodel" else "float32")
   prep = metadata["preprocessing"]
+  assert prep["recipe"] == "finetune" and prep["central_crop"] is None
   assert prep["resize"] == {"height": CROP, "width": CROP, "method": "bilinear",
                             "antialias": False}
   assert (prep["scale"], prep["offset"]) == (1 / 127.5, -1.0)
   assert "bilinear" in prep["description"] and "127.5" in prep["description"]
+
+
+def test_metadata_of_an_upstream_run_describes_the_central_crop(upstream_run, tmp_path):
+  metadata = export.export(upstream_run[0], tmp_path / "model.npz", "npz")
+  prep = metadata["preprocessing"]
+  assert prep["recipe"] == "upstream"
+  assert prep["resize"] == {"shorter_side": round(CROP * 256 / 224), "method": "bilinear",
+                            "antialias": False}
+  assert prep["central_crop"] == {"height": CROP, "width": CROP}
+  assert f"shorter side to {round(CROP * 256 / 224)}" in prep["description"]
+  assert f"central {CROP}x{CROP} crop" in prep["description"]
 
 
 def test_published_variants_name_their_timm_model():

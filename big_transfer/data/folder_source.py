@@ -24,8 +24,8 @@ import tensorflow as tf
 from big_transfer import errors
 from big_transfer.data import config as config_lib
 from big_transfer.data import preprocess
-from big_transfer.data import records
 from big_transfer.data import sampling
+from big_transfer.data import streams
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _SPLIT = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
@@ -187,19 +187,22 @@ class FolderSource:
         image_size=preprocess.typical_size(split.sizes[indices]),
         num_classes=self.num_classes, class_names=self.class_names, skipped_images=skipped)
 
-  def train_records(self, process_index: int, process_count: int) -> records.ArrayRecords:
-    """This host's share of the training images (after the few-shot draw, if any)."""
+  def train_examples(self, process_index: int, process_count: int) -> streams.HeldExamples:
+    """The training images (after the few-shot draw, if any), the same for every host: each
+    reads its positions of one global stream (`streams`), so the process is not needed here."""
+    del process_index, process_count
     cfg = self._cfg
     split, indices = self._split(cfg.train_split)
     if cfg.examples_per_class:
       indices = indices[sampling.select_per_class(split.labels[indices], cfg.examples_per_class,
                                                   cfg.fewshot_seed, self.class_names)]
-    mine = sampling.host_shard(indices, process_index, process_count)
-    return records.ArrayRecords(split.paths[mine], split.labels[mine], are_paths=True)
+    return streams.HeldExamples(split.paths[indices], split.labels[indices], are_paths=True)
 
-  def eval_records(self, spec: str, process_index: int,
-                   process_count: int) -> tuple[records.ArrayRecords, int]:
-    """This host's share of the split `spec`, and the number of images of the whole split."""
+  def eval_examples(self, spec: str, process_index: int,
+                    process_count: int) -> tuple[streams.HeldExamples, int]:
+    """The images of the split `spec` (each host reads every process_count-th, `streams`), and
+    their number."""
+    del process_index, process_count
     split, indices = self._split(spec)
-    mine = sampling.host_shard(indices, process_index, process_count)
-    return records.ArrayRecords(split.paths[mine], split.labels[mine], are_paths=True), len(indices)
+    return (streams.HeldExamples(split.paths[indices], split.labels[indices], are_paths=True),
+            len(indices))

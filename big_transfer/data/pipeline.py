@@ -13,8 +13,8 @@ import tensorflow as tf
 from big_transfer.data import config as config_lib
 from big_transfer.data import folder_source
 from big_transfer.data import preprocess
-from big_transfer.data import records
 from big_transfer.data import sampling
+from big_transfer.data import streams
 from big_transfer.data import tfds_source
 
 
@@ -68,22 +68,22 @@ def train_batches(cfg: config_lib.InputConfig, global_batch_size: int, seed: int
   index, count = sampling.process(process_index, process_count)
   local_batch = sampling.local_batch_size(global_batch_size, count)
   source = _open(cfg)
-  host_key = preprocess.key(seed, records.AUGMENT, index)
+  host_key = preprocess.key(seed, streams.AUGMENT, index)
 
   def augment(position, example):
     rng = tf.random.experimental.stateless_fold_in(host_key, position)
     image = preprocess.train_image(example["image"], cfg.recipe, cfg.precrop, cfg.crop, rng)
     return {"image": image, "label": example["label"]}
 
-  ds = records.train_examples(source.train_records(index, count), source.num_classes, seed,
-                              index, start_step * local_batch, cfg.shuffle_buffer, augment)
+  ds = streams.train_stream(source.train_examples(index, count), source.num_classes, seed, index,
+                            count, start_step * local_batch, cfg.shuffle_buffer, augment)
   # A plain batch right after the parallel map lets tf.data fuse the two (map_and_batch), which
   # writes each image straight into its batch; a parallel batch would copy it once more.
   ds = ds.batch(local_batch, drop_remainder=True)
   if cfg.mixup_alpha > 0:
     ds = ds.enumerate(start_step).map(
         lambda step, batch: preprocess.mixup(batch, cfg.mixup_alpha,
-                                             preprocess.key(seed, records.MIXUP, step)),
+                                             preprocess.key(seed, streams.MIXUP, step)),
         num_parallel_calls=tf.data.AUTOTUNE)
   return _numpy_batches(ds)
 
@@ -104,11 +104,11 @@ def eval_batches(cfg: config_lib.InputConfig, global_batch_size: int, split: str
   index, count = sampling.process(process_index, process_count)
   local_batch = sampling.local_batch_size(global_batch_size, count)
   source = _open(cfg)
-  host_records, num_examples = source.eval_records(split or cfg.eval_split, index, count)
+  examples, num_examples = source.eval_examples(split or cfg.eval_split, index, count)
   num_batches = _ceil_div(_ceil_div(num_examples, count), local_batch)
-  real = records.eval_examples(
-      host_records, source.num_classes,
-      lambda example: {"image": preprocess.eval_image(example["image"], cfg.crop),
+  real = streams.eval_stream(
+      examples, source.num_classes, index, count,
+      lambda example: {"image": preprocess.eval_image(example["image"], cfg.recipe, cfg.crop),
                        "label": example["label"], "mask": tf.constant(1.0)})
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros([cfg.crop, cfg.crop, 3]), "label": tf.zeros([source.num_classes]),

@@ -1,4 +1,4 @@
-"""Which examples each host reads: processes, per-host batch sizes, host shards, few-shot draws."""
+"""Processes, per-host batch sizes and few-shot draws (which host reads what: `streams`)."""
 
 from collections.abc import Sequence
 
@@ -24,15 +24,6 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
                              f"multiple of the number of processes {process_count}; every host "
                              "reads an equal share.")
   return global_batch_size // process_count
-
-
-def host_shard(indices: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
-  """Every `process_count`-th index, starting at `process_index`: disjoint, complete shards.
-
-  Striding rather than cutting into blocks keeps each host's share of a class-sorted index
-  (a folder, a few-shot draw) balanced across classes.
-  """
-  return indices[process_index::process_count]
 
 
 def select_per_class(labels: np.ndarray, examples_per_class: int, seed: int,

@@ -1,13 +1,15 @@
-"""Data sets from TFDS: opening them (with advice when that fails), their facts, host records.
+"""Data sets from TFDS: opening them (with advice when that fails), their facts, host shares.
 
 The pipeline never downloads: a data set must already be prepared in data_dir, except the
-built-in `bit_synthetic`, which is generated there on first use. Hosts read disjoint, even
-sub-splits (`tfds.even_splits`) of the configured split in file order; `records` shuffles them.
+built-in `bit_synthetic`, which is generated there on first use. For training, hosts read
+disjoint, even sub-splits (`tfds.even_splits`) of the configured split, each epoch with its files
+in a new order (`streams`); a few-shot draw is held in memory, whole, by every host.
 A `vtab/NAME` data set is a VTAB-1k task (vtab.py): its TFDS data set, labelled and split as the
 benchmark does.
 """
 
 import difflib
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -17,8 +19,8 @@ from big_transfer import errors
 from big_transfer.data import dataset_table
 from big_transfer.data import config as config_lib
 from big_transfer.data import preprocess
-from big_transfer.data import records
 from big_transfer.data import sampling
+from big_transfer.data import streams
 from big_transfer.data import synthetic
 from big_transfer.data import vtab
 
@@ -154,48 +156,57 @@ class TfdsSource:
         lambda example: preprocess.image_shape(example[IMAGE])[:2])
     return preprocess.typical_size(np.stack(list(shapes.as_numpy_iterator())))
 
-  def _raw(self, split, features=None) -> tf.data.Dataset:
-    """{feature: value} of `split` in file order, for the image (still encoded) and the labels,
-    or for `features` only (a `tfds.decode.PartialDecoding` spec). Other features are not even
-    parsed."""
+  def _raw(self, split, features=None, file_seed: tf.Tensor | None = None) -> tf.data.Dataset:
+    """{feature: value} of `split` for the image (still encoded) and the labels, or for
+    `features` only (a `tfds.decode.PartialDecoding` spec); other features are not even parsed.
+    Files are read in file order, or in an order drawn with the int64 scalar tensor
+    `file_seed`."""
     features = features or {IMAGE: True, **self._label_features()}
     image = self._task.image_decoder() if self._task else tfds.decode.SkipDecoding()
     decoders = tfds.decode.PartialDecoding(features,
                                            decoders={IMAGE: image} if IMAGE in features else None)
-    return self._builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
-                                    read_config=tfds.ReadConfig(try_autocache=False))
+    # A tensor seed, drawn per epoch by `streams`, keeps the file order a function of the epoch;
+    # TFDS's own reshuffling per iteration would depend on how many epochs this process has run.
+    read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=file_seed,
+                                  shuffle_reshuffle_each_iteration=False)
+    return self._builder.as_dataset(split=split, shuffle_files=file_seed is not None,
+                                    decoders=decoders, read_config=read_config)
 
-  def _read(self, split) -> tf.data.Dataset:
-    """{"image": encoded bytes, "label": float32 (num_classes,) target} of `split`."""
+  def _read(self, split, file_seed: tf.Tensor | None = None) -> tf.data.Dataset:
+    """{"image": encoded bytes, "label": float32 (num_classes,) target} of `split`; files in the
+    order `_raw` reads them with `file_seed`."""
     def target(example):
       if self._multi_hot:  # Sum, not max: an example without labels gets zeros, not -inf.
         return tf.minimum(tf.reduce_sum(tf.one_hot(example[LABELS], self.num_classes), 0), 1.0)
       return tf.one_hot(self._label(example), self.num_classes)
 
-    return self._raw(split).map(lambda example: {"image": example[IMAGE],
-                                                 "label": target(example)},
-                                num_parallel_calls=tf.data.AUTOTUNE)
+    return self._raw(split, file_seed=file_seed).map(
+        lambda example: {"image": example[IMAGE], "label": target(example)},
+        num_parallel_calls=tf.data.AUTOTUNE)
 
-  def train_records(self, process_index: int,
-                    process_count: int) -> records.StreamRecords | records.ArrayRecords:
-    """This host's share of the training examples (a few-shot draw is held in memory)."""
+  def _host_shard(self, split: str, process_index: int, process_count: int) -> streams.TfdsShard:
+    """This host's even share of the TFDS split string `split`."""
+    host_split = tfds.even_splits(split, n=process_count)[process_index]
+    return streams.TfdsShard(functools.partial(self._read, host_split),
+                             self._builder.info.splits[host_split].num_examples)
+
+  def train_examples(self, process_index: int,
+                     process_count: int) -> streams.TfdsShard | streams.HeldExamples:
+    """This host's share of the training examples; a few-shot draw is held whole by every host
+    (each reads its positions of one global stream, `streams`)."""
     if self._cfg.examples_per_class:
-      return self._fewshot_records(process_index, process_count)
-    host_split = tfds.even_splits(self._train_split, n=process_count)[process_index]
-    return records.StreamRecords(self._read(host_split),
-                                 self._builder.info.splits[host_split].num_examples)
+      return self._fewshot_examples()
+    return self._host_shard(self._train_split, process_index, process_count)
 
-  def eval_records(self, split: str, process_index: int,
-                   process_count: int) -> tuple[records.StreamRecords, int]:
+  def eval_examples(self, split: str, process_index: int,
+                    process_count: int) -> tuple[streams.TfdsShard, int]:
     """This host's share of `split`, and the number of examples of the whole split."""
     split = self._split(split)
-    host_split = tfds.even_splits(split, n=process_count)[process_index]
-    host = records.StreamRecords(self._read(host_split),
-                                 self._builder.info.splits[host_split].num_examples)
-    return host, self._builder.info.splits[split].num_examples
+    return (self._host_shard(split, process_index, process_count),
+            self._builder.info.splits[split].num_examples)
 
-  def _fewshot_records(self, process_index: int, process_count: int) -> records.ArrayRecords:
-    """Draws K per class over the whole split, then keeps this host's share of the draw.
+  def _fewshot_examples(self) -> streams.HeldExamples:
+    """Draws K per class over the whole split and holds the drawn examples.
 
     Reads the split twice: once for the labels, once for the drawn images.
     """
@@ -208,12 +219,11 @@ class TfdsSource:
         .as_numpy_iterator()))
     drawn = sampling.select_per_class(labels, cfg.examples_per_class, cfg.fewshot_seed,
                                       self.class_names)
-    mine = sampling.host_shard(drawn, process_index, process_count)
-    is_mine = np.zeros(len(labels), bool)
-    is_mine[mine] = True
-    is_mine = tf.constant(is_mine)
+    is_drawn = np.zeros(len(labels), bool)
+    is_drawn[drawn] = True
+    is_drawn = tf.constant(is_drawn)
     images = (self._raw(self._train_split).enumerate()
-              .filter(lambda index, example: tf.gather(is_mine, index))
+              .filter(lambda index, example: tf.gather(is_drawn, index))
               .map(lambda index, example: example[IMAGE]))
-    return records.ArrayRecords(np.array(list(images.as_numpy_iterator()), dtype=object),
-                                labels[mine], are_paths=False)
+    return streams.HeldExamples(np.array(list(images.as_numpy_iterator()), dtype=object),
+                                labels[drawn], are_paths=False)
