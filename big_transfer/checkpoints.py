@@ -17,6 +17,16 @@ from etils import epath
 
 from big_transfer import errors, interop, run_record
 
+# Where a run's checkpoints live, under its workdir.
+SUBDIR = "checkpoints"
+
+
+def saved_steps(workdir) -> list[int]:
+  """The steps of the complete checkpoints in `workdir`, ascending, read from the file system
+  alone: no checkpoint manager, no JAX backend (a sweep looks at its members with it)."""
+  return sorted(ocp.utils.checkpoint_steps(epath.Path(workdir) / SUBDIR))
+
+
 class Checkpoints:
   """The checkpoints of one workdir (local or gs://)."""
 
@@ -31,7 +41,7 @@ class Checkpoints:
     """
     if every_steps < 1:
       raise errors.ConfigError(f"checkpoint_every_steps must be >= 1, got {every_steps}.")
-    self.directory = epath.Path(workdir) / "checkpoints"
+    self.directory = epath.Path(workdir) / SUBDIR
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every_steps, max_to_keep=keep, keep_period=keep_every,
         create=not read_only, read_only=read_only, enable_async_checkpointing=True)
@@ -144,7 +154,7 @@ def load_params(path) -> dict:
   path = epath.Path(path)
   if path.suffix == ".npz":
     return interop.load_bit_npz(path)
-  if not (path / "checkpoints").exists():
+  if not (path / SUBDIR).exists():
     raise errors.CheckpointError(f"{path} is neither a .npz file nor a workdir with checkpoints; "
                                  "pass a published BiT .npz or the --workdir of an earlier run.")
   return Checkpoints(path, every_steps=1, read_only=True).restore_params()

@@ -49,6 +49,12 @@ def base() -> ml_collections.ConfigDict:
       datasets=ml_collections.ConfigDict(), shots=fewshot.DEFAULT_SHOTS,
       seeds=fewshot.DEFAULT_SEEDS, l2_reg=fewshot.DEFAULT_L2_REG))
 
+  # What the recipe decided and why (configs/hyperrule.py: the resolution rule, the schedule,
+  # MixUp, the examples counted), logged at the start of the run and kept in summary.json.
+  # Filled by recipes only; values may be references to the keys they explain, so they show
+  # the run's values after --config overrides.
+  config.recipe_notes = ml_collections.ConfigDict()
+
   # One job per workdir (big_transfer.workdir_hold): a hold whose heartbeat is older than this
   # belongs to a job that is gone and is taken over; a younger one stops a second job at once.
   config.hold_stale_after_s = 600.0

@@ -9,8 +9,9 @@ import dataclasses
 
 from big_transfer import errors
 
-# Below this many pixels of image area a task counts as low resolution.
-_SMALL_IMAGE_AREA = 96 * 96
+# Below this many pixels of image area (a square of this side) a task counts as low resolution.
+_SMALL_IMAGE_SIDE = 96
+_SMALL_IMAGE_AREA = _SMALL_IMAGE_SIDE * _SMALL_IMAGE_SIDE
 # Task sizes (labelled training examples) that separate small, medium and large tasks.
 _MEDIUM_TASK = 20_000
 _LARGE_TASK = 500_000
@@ -72,3 +73,34 @@ def mixup_alpha(dataset_size: int) -> float:
   """MixUp strength: none for small tasks, 0.1 from 20k labelled examples on."""
   _check_positive("dataset_size", dataset_size)
   return 0.0 if dataset_size < _MEDIUM_TASK else MIXUP_ALPHA
+
+
+def explain(image_size: tuple[int, int], dataset_size: int,
+            released: bool = False) -> dict[str, str]:
+  """Each decision of the rule for a task, with the facts and thresholds that made it.
+
+  Returns:
+    {"resolution", "schedule", "mixup"}: one sentence each, for a run's log and summary.
+  """
+  height, width = image_size
+  precrop, crop = resolution(image_size, released)
+  small = height * width < _SMALL_IMAGE_AREA
+  area = "below" if small else "at least"
+  sched = schedule(dataset_size)
+  if dataset_size < _MEDIUM_TASK:
+    size_class = f"{dataset_size} examples, below {_MEDIUM_TASK}"
+  elif dataset_size < _LARGE_TASK:
+    size_class = f"{dataset_size} examples, from {_MEDIUM_TASK} to below {_LARGE_TASK}"
+  else:
+    size_class = f"{dataset_size} examples, at least {_LARGE_TASK}"
+  alpha = mixup_alpha(dataset_size)
+  side = _SMALL_IMAGE_SIDE
+  return {
+      "resolution": (f"{height}x{width} px images, {area} {side}x{side} px in area: resize to "
+                     f"{precrop}, random crop {crop}"
+                     + (" (released code's size)" if released else "")),
+      "schedule": (f"{size_class}: {sched.total_steps} steps at batch {BASE_BATCH_SIZE}, warm-up "
+                   f"{sched.warmup_steps}, x0.1 after steps "
+                   f"{', '.join(str(s) for s in sched.decay_steps)}"),
+      "mixup": f"{size_class}: " + (f"MixUp alpha {alpha}" if alpha else "no MixUp"),
+  }

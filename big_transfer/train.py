@@ -36,6 +36,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     The summary: status ("completed" or "preempted"), step, the last training metrics and the
     final evaluation.
   """
+  started = time.time()
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   exp = experiment.build(config)
@@ -44,15 +45,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                                                   config.grad_accum_steps))
   logging.info("Schedule: %s", exp.schedule.describe(config.batch_size,
                                                      exp.dataset_info.num_train_examples))
+  if config.recipe_notes:
+    logging.info("Recipe decisions (config.recipe_notes):\n%s", "\n".join(
+        f"  {key}: {value}" for key, value in config.recipe_notes.to_dict().items()))
   ckpts = checkpoints.Checkpoints(workdir, config.checkpoint_every_steps,
                                   config.keep_checkpoints, config.keep_checkpoint_every or None)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   try:
     state, start = _initial_or_restored_state(config, exp, ckpts)
     writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
-    state, status, train_metrics = _loop(config, exp, fewshot_cfgs, state, start, ckpts,
-                                         writer)
-    summary = {"status": status, "step": int(state.step), "train": train_metrics}
+    state, status, train_metrics, first_step_done = _loop(config, exp, fewshot_cfgs, state,
+                                                          start, ckpts, writer)
+    summary = {"status": status, "step": int(state.step), "train": train_metrics,
+               # Setup, compilation and one step: what a compilation cache shortens.
+               "seconds_to_first_step": None if first_step_done is None else
+                                        first_step_done - started}
     if status == "completed":
       results = _evaluate(config, exp, fewshot_cfgs, state.params)
       writer.write_scalars(summary["step"], results)
@@ -159,24 +166,28 @@ def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, params) -> dict:
 
 
 def _loop(config, exp: experiment.Experiment, fewshot_cfgs, state, start: int,
-          ckpts: checkpoints.Checkpoints, writer) -> tuple[object, str, dict]:
+          ckpts: checkpoints.Checkpoints, writer) -> tuple[object, str, dict, float | None]:
   """Steps from `start` to `config.total_steps` or a preemption.
 
   Returns:
-    (state, status "completed" or "preempted", the last logged training means).
+    (state, status "completed" or "preempted", the last logged training means, when (time.time())
+    the first step of this attempt had run, or None if it ran no step).
   """
   progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer,
                                              every_steps=config.log_every_steps)
   batches = data.prefetch_to_mesh(
       data.train_batches(exp.input_cfg, config.batch_size, config.seed, start_step=start),
       exp.batch_sharding)
-  pending, last_log, train_metrics = [], time.time(), {}
+  pending, last_log, train_metrics, first_step_done = [], time.time(), {}, None
   step = start
   try:
     with _PreemptionWatch(ckpts) as preemption:
       while step < config.total_steps:
         state, metrics = exp.steps.train(state, next(batches))
         pending.append(metrics)
+        if first_step_done is None:
+          jax.block_until_ready(metrics)  # Run, not only dispatched.
+          first_step_done = time.time()
         step += 1
         progress(step)
         if step % config.log_every_steps == 0 or step == config.total_steps:
@@ -193,7 +204,7 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, state, start: int,
           ckpts.wait()
           logging.warning("Preempted: saved the checkpoint at step %d; rerun the same command "
                           "to resume.", step)
-          return state, "preempted", train_metrics
+          return state, "preempted", train_metrics, first_step_done
         if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
           _check_finite(state)
           ckpts.save(step, state, exp.record, force=step == config.total_steps)
@@ -202,4 +213,4 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, state, start: int,
           writer.write_scalars(step, _evaluate(config, exp, fewshot_cfgs, state.params))
   finally:
     batches.close()  # Stops the prefetch thread before evaluation or interpreter exit.
-  return state, "completed", train_metrics
+  return state, "completed", train_metrics, first_step_done
