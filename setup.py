@@ -29,6 +29,8 @@ setuptools.setup(
         "orbax-checkpoint>=0.6.4",
         "tensorboard>=2.16",
         "etils[epath]>=1.7",
+        # The plots of a sweep's results (big_transfer/sweep/plots.py).
+        "matplotlib>=3.8",
     ],
     extras_require={
         # JAX with the TPU runtime (libtpu) or with CUDA, for the machines that train.

@@ -1,0 +1,117 @@
+"""Command line: run a sweep here, list it, print its commands for a scheduler, or report it.
+
+    python -m big_transfer.sweep --sweep=configs/sweeps/NAME.py[:ARG] --workdir=DIR
+        [--dry_run] [--print_commands] [--only=REGEX] [--parallel=N] [--set=KEY=VALUE ...]
+    python -m big_transfer.sweep --workdir=DIR --report
+
+See docs/sweeps.md.
+"""
+
+import re
+import sys
+
+from absl import app, flags
+
+from big_transfer import errors
+from big_transfer.sweep import report, runner, spec
+
+_SWEEP = flags.DEFINE_string("sweep", None, "Sweep file and argument, "
+                             "configs/sweeps/NAME.py[:ARG].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory: a sub-directory per "
+                               "member, results.csv, results.md and the plots.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the members and whether each would be "
+                             "skipped, resumed, run or is excluded; run nothing.")
+_PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Print one shell line per member "
+                                    "(python -m big_transfer.main ...) for a scheduler; run "
+                                    "nothing.")
+_ONLY = flags.DEFINE_string("only", None, "Only the members whose name matches this regular "
+                            "expression (re.search).")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members run at once, each its own process "
+                                 "using every device and core it sees.")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "SETTING=VALUE for every member, not in member names: config.KEY=VALUE adds "
+    "--config.KEY=VALUE to every run (prerequisites too), e.g. config.data.data_dir=/data/tfds; "
+    "NAME=VALUE sets the recipe argument NAME of the members, e.g. data_dir=/data/tfds.")
+_PYTHON = flags.DEFINE_string("python", "python", "The interpreter named in printed commands.")
+_REPORT = flags.DEFINE_bool("report", False, "Rebuild results.csv, results.md and the plots from "
+                            "the members' summaries; run nothing.")
+flags.mark_flag_as_required("workdir")
+
+
+def _overrides() -> dict[str, str]:
+  overrides = {}
+  for item in _SET.value:
+    setting, sep, value = item.partition("=")
+    if not sep or not setting:
+      raise errors.ConfigError(f"--set={item}: expected SETTING=VALUE, such as "
+                               "--set=config.data.data_dir=/data/tfds or --set=data_dir=/data.")
+    overrides[setting] = value
+  return overrides
+
+
+def _selected(members: list[spec.Member]) -> list[spec.Member]:
+  if _ONLY.value is None:
+    return members
+  try:
+    pattern = re.compile(_ONLY.value)
+  except re.error as e:
+    raise errors.ConfigError(f"--only={_ONLY.value} is not a regular expression: {e}.") from None
+  chosen = [m for m in members if pattern.search(m.name)]
+  if not chosen:
+    names = ", ".join(m.name for m in members[:5])
+    raise errors.ConfigError(f"--only={_ONLY.value} matches none of the {len(members)} members "
+                             f"({names}{', ...' if len(members) > 5 else ''}).")
+  return chosen
+
+
+def _run(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  workdir = _WORKDIR.value
+  if _REPORT.value:
+    for path in report.write(workdir):
+      print(path)
+    return 0
+  if not _SWEEP.value:
+    raise errors.ConfigError("--sweep=configs/sweeps/NAME.py[:ARG] is required (except with "
+                             "--report).")
+  sweep = spec.load(_SWEEP.value)
+  members = spec.expand(sweep, _overrides())
+  prerequisites = spec.prerequisite_runs(sweep, _overrides())
+  selected = _selected(members)
+  if _PRINT_COMMANDS.value:
+    for run in prerequisites:
+      if runner.plan(run, workdir).action != "skip":
+        print(f"run first (the members need it): {run.shell_line(workdir, _PYTHON.value)}",
+              file=sys.stderr)
+    for member in selected:
+      if not member.excluded:
+        print(member.shell_line(workdir, _PYTHON.value))
+    return 0
+  if _DRY_RUN.value:
+    counts = {}
+    for run in (*prerequisites, *selected):
+      planned = runner.plan(run, workdir)
+      counts[planned.action] = counts.get(planned.action, 0) + 1
+      print(f"{run.name}: {planned.action}" + (f" ({planned.detail})" if planned.detail else ""))
+    print(f"{len(prerequisites)} prerequisite(s) and {len(selected)} member(s): "
+          + ", ".join(f"{n} {action}" for action, n in counts.items()) + ".")
+    return 0
+  command_of = lambda m: m.command(workdir, sys.executable)
+  runner.write_manifest(workdir, _SWEEP.value, sweep, members, prerequisites, command_of)
+  exit_code = runner.run(selected, prerequisites, workdir, command_of, _PARALLEL.value)
+  for path in report.write(workdir):
+    print(f"wrote {path}")
+  return exit_code
+
+
+def main(argv):
+  try:
+    sys.exit(_run(argv))
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
