@@ -179,3 +179,18 @@ def test_fewshot_table_and_plot_with_an_excluded_setting_and_first_step_times(tm
   plot = tmp_path / "accuracy_vs_examples_per_class.png"
   assert plot in written
   assert _png(plot).shape[1] > 1000  # Two panels side by side.
+
+
+@pytest.mark.parametrize("exit_code, output, expected", [
+    (0, "eval/accuracy=0.9\n", None),
+    (1, "I1128 train.py] Topology\nerror: Data set 'x' is missing.\n",
+     "error: Data set 'x' is missing."),
+    (1, "Traceback (most recent call last):\n  File \"a.py\"\nKeyError: 'step'\n\n",
+     "KeyError: 'step'"),
+    (143, "W Preempted: saved the checkpoint at step 3\n",
+     "stopped by SIGTERM after saving a checkpoint; rerun the sweep to resume"),
+    (-9, "I step 3\n", "killed by SIGKILL"),
+])
+def test_a_failed_members_error_line_is_mains_error_or_its_tracebacks_last_line(
+    exit_code, output, expected):
+  assert runner.error_line(exit_code, output) == expected

@@ -52,9 +52,10 @@ def test_explicit_members_cross_the_axes_and_base_settings_name_no_member():
                {"model": "BiT-S-R14x1", "init": sweep.Labelled("mine", f"{sweep.WORKDIR}/up")}),
       axes={"config.seed": (0, 1)},
       base={"config.batch_size": 128, "config.fewshot.shots": ()}))
-  assert _names(members) == [
-      "model=BiT-M-R50x1,init=BiT-M-R50x1.npz,seed=0", "model=BiT-M-R50x1,init=BiT-M-R50x1.npz,seed=1",
-      "model=BiT-S-R14x1,init=mine,seed=0", "model=BiT-S-R14x1,init=mine,seed=1"]
+  assert _names(members) == ["model=BiT-M-R50x1,init=BiT-M-R50x1.npz,seed=0",
+                             "model=BiT-M-R50x1,init=BiT-M-R50x1.npz,seed=1",
+                             "model=BiT-S-R14x1,init=mine,seed=0",
+                             "model=BiT-S-R14x1,init=mine,seed=1"]
   command = members[3].command("/runs/s", python="/venv/bin/python")
   assert command[0] == "/venv/bin/python"
   # {workdir} stands for the sweep's directory.

@@ -34,7 +34,8 @@ _SET = flags.DEFINE_multi_string(
     "NAME=VALUE sets the recipe argument NAME of the members, e.g. data_dir=/data/tfds.")
 _PYTHON = flags.DEFINE_string("python", "python", "The interpreter named in printed commands.")
 _REPORT = flags.DEFINE_bool("report", False, "Rebuild results.csv, results.md and the plots from "
-                            "the members' summaries; run nothing.")
+                            "the members' summaries; run nothing. With --sweep, first record "
+                            "its members in WORKDIR/sweep.json (after a scheduler ran them).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -68,7 +69,7 @@ def _run(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   workdir = _WORKDIR.value
-  if _REPORT.value:
+  if _REPORT.value and not _SWEEP.value:
     for path in report.write(workdir):
       print(path)
     return 0
@@ -99,7 +100,9 @@ def _run(argv) -> int:
     return 0
   command_of = lambda m: m.command(workdir, sys.executable)
   runner.write_manifest(workdir, _SWEEP.value, sweep, members, prerequisites, command_of)
-  exit_code = runner.run(selected, prerequisites, workdir, command_of, _PARALLEL.value)
+  exit_code = 0
+  if not _REPORT.value:
+    exit_code = runner.run(selected, prerequisites, workdir, command_of, _PARALLEL.value)
   for path in report.write(workdir):
     print(f"wrote {path}")
   return exit_code

@@ -267,7 +267,7 @@ def write_manifest(workdir, sweep_name: str, sweep: spec.Sweep, members: Sequenc
 def read_manifest(workdir) -> dict:
   manifest = read_json(epath.Path(workdir) / MANIFEST)
   if manifest is None:
-    raise errors.ConfigError(f"{epath.Path(workdir) / MANIFEST} does not exist: --report "
-                             "rebuilds the results of a sweep that ran in this --workdir; "
-                             "pass the sweep's own --workdir.")
+    raise errors.ConfigError(f"{epath.Path(workdir) / MANIFEST} does not exist: no sweep ran "
+                             "here. Pass the sweep's own --workdir, or --sweep=FILE.py[:ARG] "
+                             "with --report to record its members first.")
   return manifest

@@ -228,9 +228,9 @@ def _member(sweep: Sweep, base: Mapping[str, Value], settings: Mapping[str, Valu
   recipe, _, base_arg = sweep.recipe.partition(":")
   recipe_args, config, fixed = {}, {}, {}
   for setting, value in {**base, **settings}.items():
-    if setting not in settings:
-      fixed[setting] = command_value(value)
     text = command_value(value)
+    if setting not in settings:
+      fixed[setting] = text
     if setting.startswith(CONFIG_PREFIX):
       config[short_name(setting)] = text
     elif "," in text:
