@@ -156,3 +156,37 @@ def test_a_locked_recipe_refuses_an_unknown_key():
 def test_a_bad_recipe_argument_is_a_config_error(recipe, message):
   with pytest.raises(errors.ConfigError, match=message):
     _load(recipe)
+
+
+def test_hyperrule_notes_its_decisions_and_the_values_the_run_uses_after_overrides():
+  config = _load("hyperrule.py:dataset=oxford_iiit_pet,examples_per_class=5",
+                 "--config.batch_size=128")
+  config.data.crop = 96  # As --config.data.crop=96 sets it.
+  notes = config.recipe_notes
+  facts = dataset_table.lookup("oxford_iiit_pet")
+  examples = 5 * facts.num_classes
+  assert (notes.examples_per_class, notes.train_examples) == (5, examples)
+  assert notes.examples_counted.startswith(f"5 per class x {facts.num_classes} classes")
+  # The rule's own decisions, at its batch of 512 (BIT_FACTS: below 20k examples, 500 steps).
+  assert notes.resolution_rule.endswith("resize to 448, random crop 384")
+  assert notes.schedule_rule.startswith(f"{examples} examples, below 20000: 500 steps at batch "
+                                        "512, warm-up 100")
+  assert notes.mixup_rule == f"{examples} examples, below 20000: no MixUp"
+  # What the run does after the overrides: the batch keeps the examples seen.
+  assert (notes.batch_size, notes.total_steps, notes.warmup_steps) == (128, 2000, 400)
+  assert notes.lr == pytest.approx(0.003 * 128 / 512)
+  assert (notes.precrop, notes.crop) == (448, 96)
+  assert notes.splits == "train on 'train', evaluate on 'test'"
+
+
+def test_hyperrule_few_shot_draws_follow_the_seed_unless_set_apart():
+  config = _load("hyperrule.py:examples_per_class=5", "--config.seed=2")
+  assert (config.data.fewshot_seed, config.recipe_notes.fewshot_seed) == (2, 2)
+  config = _load("hyperrule.py:examples_per_class=5", "--config.seed=2")
+  config.data.fewshot_seed = 7  # As --config.data.fewshot_seed=7 sets it.
+  assert (config.seed, config.data.fewshot_seed, config.recipe_notes.fewshot_seed) == (2, 7, 7)
+
+
+def test_only_recipes_write_notes():
+  assert not _load("bit_s.py").recipe_notes
+  assert "fewshot_seed" not in _load("hyperrule.py:dataset=cifar10").recipe_notes

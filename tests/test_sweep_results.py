@@ -1,17 +1,24 @@
 """A sweep's results from hand-made member summaries (real VTAB data is not available here):
 the CSV, the tables in the BiT README's style (min ← median → max over seeds, the VTAB-1k group
-means) and the plots. The expected numbers are computed here with NumPy from the summaries."""
+means) and the plots, computed here with NumPy from the summaries; and the runner's pieces that
+need no training (error lines, stopping on SIGTERM)."""
 
 import csv
 import io
 import json
+import os
+import signal
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 from matplotlib import image
 
+from big_transfer import sweep
 from big_transfer.data import vtab
-from big_transfer.sweep import report, runner
+from big_transfer.sweep import report, runner, spec
 
 SEEDS = (0, 1, 2)
 
@@ -194,3 +201,31 @@ def test_fewshot_table_and_plot_with_an_excluded_setting_and_first_step_times(tm
 def test_a_failed_members_error_line_is_mains_error_or_its_tracebacks_last_line(
     exit_code, output, expected):
   assert runner.error_line(exit_code, output) == expected
+
+
+def test_sigterm_stops_the_running_members_with_their_save_and_starts_no_more(tmp_path):
+  members = spec.expand(sweep.Sweep(recipe="configs/demo.py", axes={"config.seed": (0, 1, 2)}))
+  # A member that saves and exits 143 on SIGTERM, as big_transfer.main does; its log says
+  # "training 42" once it listens (the command in the log's header does not).
+  fake_run = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+              "print('training', 6 * 7, flush=True)\n"
+              "time.sleep(120)\n")
+  logs = [tmp_path / m.name / runner.LOG for m in members[:2]]
+
+  def preempt_once_both_train():
+    deadline = time.time() + 60
+    while time.time() < deadline and not all(
+        log.exists() and "training 42" in log.read_text() for log in logs):
+      time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=preempt_once_both_train, daemon=True).start()
+  exit_code = runner.run(members, [], tmp_path, lambda m: [sys.executable, "-c", fake_run],
+                         parallel=2)
+  assert exit_code == runner.PREEMPTED_EXIT_CODE
+  outcomes = [runner.read_outcome(tmp_path / m.name) for m in members]
+  assert [o.exit_code for o in outcomes[:2]] == [143, 143]
+  assert outcomes[0].error.startswith("stopped by SIGTERM after saving a checkpoint")
+  assert outcomes[2] is None and not (tmp_path / members[2].name).exists()
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # The sweep's handler is gone.

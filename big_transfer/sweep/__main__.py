@@ -27,7 +27,7 @@ _PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Print one shell li
 _ONLY = flags.DEFINE_string("only", None, "Only the members whose name matches this regular "
                             "expression (re.search).")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Members run at once, each its own process "
-                                 "using every device and core it sees.")
+                                 "using every device and core it sees.", lower_bound=1)
 _SET = flags.DEFINE_multi_string(
     "set", [], "SETTING=VALUE for every member, not in member names: config.KEY=VALUE adds "
     "--config.KEY=VALUE to every run (prerequisites too), e.g. config.data.data_dir=/data/tfds; "

@@ -149,6 +149,10 @@ def dataset_of(result: MemberResult) -> str | None:
   return result.setting(DATASET_SETTINGS)
 
 
+def is_vtab(result: MemberResult) -> bool:
+  return vtab.is_task(dataset_of(result) or "")
+
+
 def shots_of(result: MemberResult) -> str:
   shots = result.setting(SHOTS_SETTINGS, 0)
   return str(shots) if shots else ALL_EXAMPLES
@@ -224,9 +228,8 @@ def vtab_means(results: Sequence[MemberResult], seed_axis: str, metric: str
   of its tasks have a value for some seed)}. A seed's mean needs every task of the group."""
   groups = {**vtab.GROUPS, "overall": tuple(t for tasks in vtab.GROUPS.values() for t in tasks)}
   table = {}
-  for variant in variants([r for r in results if vtab.is_task(dataset_of(r) or "")], seed_axis):
-    mine = [r for r in results
-            if vtab.is_task(dataset_of(r) or "") and variant_of(r, seed_axis) == variant]
+  for variant in variants([r for r in results if is_vtab(r)], seed_axis):
+    mine = [r for r in results if is_vtab(r) and variant_of(r, seed_axis) == variant]
     per_task_seed = {(dataset_of(r), seed_of(r, seed_axis)): r.metrics[metric] for r in mine
                      if r.status == "completed" and metric in r.metrics}
     seeds = list(dict.fromkeys(seed_of(r, seed_axis) for r in mine))
@@ -254,8 +257,8 @@ def to_markdown(results: Sequence[MemberResult], sweep_name: str, seed_axis: str
            f"{len(results)} members: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
            "", f"Cells: `{metric}`{unit}, min ← **median** → max over `{seed_axis}` "
            "(one value: that run's); (k/n): only k of the n runs completed.", ""]
-  tasks = [r for r in results if vtab.is_task(dataset_of(r) or "")]
-  others = [r for r in results if r not in tasks]
+  tasks = [r for r in results if is_vtab(r)]
+  others = [r for r in results if not is_vtab(r)]
   if others:
     lines += _setting_table(others, seed_axis, metric, percent)
   if tasks:

@@ -205,9 +205,9 @@ def run(members: Sequence[spec.Member], prerequisites: Sequence[spec.Member], wo
   previous = {s: signal.signal(s, children.stop) for s in (signal.SIGTERM, signal.SIGINT)}
   failed = []
   try:
-    for run_member_now in (prerequisites, members):
-      todo = [(m, plan(m, workdir)) for m in run_member_now]
-      with concurrent.futures.ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
+    for group, workers in ((prerequisites, 1), (members, parallel)):
+      todo = [(m, plan(m, workdir)) for m in group]
+      with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_run_reporting, m, p, workdir, command_of(m), env, children,
                                f"[{i}/{len(todo)}]"): m
                    for i, (m, p) in enumerate(todo, 1)}
