@@ -1,6 +1,6 @@
 """Pre-flight: compiles a run's train step for a TPU slice on any machine, before paying for it.
 
-    python -m big_transfer.preflight --config=configs/NAME.py[:ARGS] --topology=v5litepod-16 \
+    python -m big_transfer.preflight --config=configs/NAME.py[:ARGS] --topology=v5litepod-16 \\
         [--config.KEY=VALUE ...] [--mfu=0.4]
 
 The step is the run's own: `experiment.build` with a mesh over the slice's devices as libtpu's
@@ -28,13 +28,17 @@ from ml_collections import config_flags
 from big_transfer import checkpoints, command_line, data, errors, experiment, sharding, tpu_types
 from big_transfer.data import dataset_table
 
+# The fraction of the peak rate a step is assumed to reach: a planning figure, printed with every
+# estimate; the first steps of a real run measure it (images/s in the log).
+DEFAULT_MFU = 0.4
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/bit_s.py.",
                                           lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "The TPU slice: an accelerator type as gcloud "
                                 "names it (v4-32, v5litepod-16, v5p-128, v6e-64) or a JAX "
                                 "topology (v4:2x2x4, v5e:4x4).")
-_MFU = flags.DEFINE_float("mfu", 0.4, "Assumed model FLOPs utilization: the fraction of the "
-                          "chip's peak bf16 rate a step achieves, for the step time.")
+_MFU = flags.DEFINE_float("mfu", DEFAULT_MFU, "Assumed model FLOPs utilization: the fraction "
+                          "of the chip's peak bf16 rate a step achieves, for the step time.")
 flags.mark_flags_as_required(["config", "topology"])
 
 # libtpu lays a slice out on hosts of 2x2x1 chips; a smaller slice is one host of its own size.
@@ -274,11 +278,12 @@ def _run_name(exp: experiment.Experiment) -> str:
   return f"{exp.config.model} at {exp.input_cfg.crop} px with batch {exp.config.batch_size}"
 
 
-def estimate(config: ml_collections.ConfigDict, topology: str, mfu: float = 0.4) -> Estimate:
+def estimate(config: ml_collections.ConfigDict, topology: str,
+             mfu: float = DEFAULT_MFU) -> Estimate:
   """Compiles the train step of `config` for `topology` (see `tpu_types.parse_slice`).
 
-  Raises a ConfigError for a bad setting and for a step that cannot fit: parameters and
-  optimizer state alone over the HBM (found before compiling), or XLA out of memory.
+  Raises a ConfigError for a bad setting and for a step that cannot fit: parameters, optimizer
+  state and batch alone over the HBM (found before compiling), or XLA out of memory.
   """
   if not 0 < mfu <= 1:
     raise errors.ConfigError(f"--mfu is a fraction of the peak rate in (0, 1], got {mfu}.")
