@@ -14,12 +14,6 @@ from ml_collections import config_flags
 
 from big_transfer import command_line, distributed, errors, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/demo.py.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
-                               "summary.json (local or gs://).")
-flags.mark_flags_as_required(["config", "workdir"])
-
 # 128 + SIGTERM, what a process killed by the preemption signal reports.
 PREEMPTED_EXIT_CODE = 143
 
@@ -70,13 +64,24 @@ def run(config, workdir: str) -> int:
   return 0
 
 
+def _define_flags() -> None:
+  # Defined only when run as a program: importing the library registers no flags, so other
+  # programs (preflight, sweep) can define their own --config.
+  config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/demo.py.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summary.json "
+                      "(local or gs://).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   _quiet_console()
   distributed.initialize()
-  sys.exit(run(_CONFIG.value, _WORKDIR.value))
+  sys.exit(run(flags.FLAGS.config, flags.FLAGS.workdir))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=command_line.parse_flags)

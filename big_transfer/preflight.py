@@ -32,14 +32,6 @@ from big_transfer.data import dataset_table
 # estimate; the first steps of a real run measure it (images/s in the log).
 DEFAULT_MFU = 0.4
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/bit_s.py.",
-                                          lock_config=True)
-_TOPOLOGY = flags.DEFINE_string("topology", None, "The TPU slice: an accelerator type as gcloud "
-                                "names it (v4-32, v5litepod-16, v5p-128, v6e-64) or a JAX "
-                                "topology (v4:2x2x4, v5e:4x4).")
-_MFU = flags.DEFINE_float("mfu", DEFAULT_MFU, "Assumed model FLOPs utilization: the fraction "
-                          "of the chip's peak bf16 rate a step achieves, for the step time.")
-flags.mark_flags_as_required(["config", "topology"])
 
 # libtpu lays a slice out on hosts of 2x2x1 chips; a smaller slice is one host of its own size.
 _HOST_BOUNDS = (2, 2, 1)
@@ -351,14 +343,28 @@ def run(config: ml_collections.ConfigDict, topology: str, mfu: float) -> int:
   return 0
 
 
+def _define_flags() -> None:
+  # Defined only when run as a program, so importing the library registers no flags.
+  config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/bit_s.py.",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", None, "The TPU slice: an accelerator type as gcloud names it "
+                      "(v4-32, v5litepod-16, v5p-128, v6e-64) or a JAX topology (v4:2x2x4, "
+                      "v5e:4x4).")
+  flags.DEFINE_float("mfu", DEFAULT_MFU, "Assumed model FLOPs utilization: the fraction of the "
+                     "chip's peak bf16 rate a step achieves, for the step time.")
+  flags.mark_flags_as_required(["config", "topology"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   # The compile targets the slice's devices; local accelerators stay untouched (a training job
   # may be using them).
   jax.config.update("jax_platforms", "cpu")
-  sys.exit(run(_CONFIG.value, _TOPOLOGY.value, _MFU.value))
+  args = flags.FLAGS
+  sys.exit(run(args.config, args.topology, args.mfu))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=command_line.parse_flags)
