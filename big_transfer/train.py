@@ -18,6 +18,9 @@ from etils import epath
 from big_transfer import atomic, checkpoints, data, errors, evaluate, experiment, interop
 from big_transfer import dispatch, sharding, workdir_hold
 
+# In the workdir when a run ends: status, step, metrics and the config (what a sweep reads).
+SUMMARY_FILE = "summary.json"
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`_train_and_evaluate` while this job holds `workdir` (big_transfer.workdir_hold): a second
@@ -70,7 +73,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     writer.close()
   summary["config"] = config.to_dict()
   if jax.process_index() == 0:
-    atomic.write_json(workdir / "summary.json", summary)
+    atomic.write_json(workdir / SUMMARY_FILE, summary)
   return summary
 
 

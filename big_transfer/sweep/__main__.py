@@ -15,33 +15,38 @@ from absl import app, flags
 from big_transfer import errors
 from big_transfer.sweep import report, runner, spec
 
-_SWEEP = flags.DEFINE_string("sweep", None, "Sweep file and argument, "
-                             "configs/sweeps/NAME.py[:ARG].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory: a sub-directory per "
-                               "member, results.csv, results.md and the plots.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the members and whether each would be "
-                             "skipped, resumed, run or is excluded; run nothing.")
-_PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Print one shell line per member "
-                                    "(python -m big_transfer.main ...) for a scheduler; run "
-                                    "nothing.")
-_ONLY = flags.DEFINE_string("only", None, "Only the members whose name matches this regular "
-                            "expression (re.search).")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members run at once, each its own process "
-                                 "using every device and core it sees.", lower_bound=1)
-_SET = flags.DEFINE_multi_string(
-    "set", [], "SETTING=VALUE for every member, not in member names: config.KEY=VALUE adds "
-    "--config.KEY=VALUE to every run (prerequisites too), e.g. config.data.data_dir=/data/tfds; "
-    "NAME=VALUE sets the recipe argument NAME of the members, e.g. data_dir=/data/tfds.")
-_PYTHON = flags.DEFINE_string("python", "python", "The interpreter named in printed commands.")
-_REPORT = flags.DEFINE_bool("report", False, "Rebuild results.csv, results.md and the plots from "
-                            "the members' summaries; run nothing. With --sweep, first record "
-                            "its members in WORKDIR/sweep.json (after a scheduler ran them).")
-flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program, as big_transfer.main does: importing the package
+  # registers no flags, so any program or test can import it beside main and preflight.
+  flags.DEFINE_string("sweep", None, "Sweep file and argument, configs/sweeps/NAME.py[:ARG].")
+  flags.DEFINE_string("workdir", None, "The sweep's directory: a sub-directory per member, "
+                      "results.csv, results.md and the plots.")
+  flags.DEFINE_bool("dry_run", False, "List the members and whether each would be skipped, "
+                    "resumed, run or is excluded; run nothing.")
+  flags.DEFINE_bool("print_commands", False, "Print one shell line per member "
+                    "(python -m big_transfer.main ...) for a scheduler; run nothing.")
+  flags.DEFINE_string("only", None, "Only the members whose name matches this regular "
+                      "expression (re.search).")
+  flags.DEFINE_integer("parallel", 1, "Members run at once, each its own process using every "
+                       "device and core it sees.", lower_bound=1)
+  flags.DEFINE_multi_string(
+      "set", [], "SETTING=VALUE for every member, not in member names: config.KEY=VALUE adds "
+      "--config.KEY=VALUE to every run (prerequisites too), e.g. "
+      "config.data.data_dir=/data/tfds; NAME=VALUE sets the recipe argument NAME of the "
+      "members, e.g. data_dir=/data/tfds.")
+  flags.DEFINE_string("python", "python", "The interpreter named in printed commands.")
+  flags.DEFINE_bool("report", False, "Rebuild results.csv, results.md and the plots from the "
+                    "members' summaries; run nothing. With --sweep, first record its members in "
+                    "WORKDIR/sweep.json (after a scheduler ran them).")
+  flags.mark_flag_as_required("workdir")
 
 
 def _overrides() -> dict[str, str]:
   overrides = {}
-  for item in _SET.value:
+  for item in FLAGS.set:
     setting, sep, value = item.partition("=")
     if not sep or not setting:
       raise errors.ConfigError(f"--set={item}: expected SETTING=VALUE, such as "
@@ -51,16 +56,16 @@ def _overrides() -> dict[str, str]:
 
 
 def _selected(members: list[spec.Member]) -> list[spec.Member]:
-  if _ONLY.value is None:
+  if FLAGS.only is None:
     return members
   try:
-    pattern = re.compile(_ONLY.value)
+    pattern = re.compile(FLAGS.only)
   except re.error as e:
-    raise errors.ConfigError(f"--only={_ONLY.value} is not a regular expression: {e}.") from None
+    raise errors.ConfigError(f"--only={FLAGS.only} is not a regular expression: {e}.") from None
   chosen = [m for m in members if pattern.search(m.name)]
   if not chosen:
     names = ", ".join(m.name for m in members[:5])
-    raise errors.ConfigError(f"--only={_ONLY.value} matches none of the {len(members)} members "
+    raise errors.ConfigError(f"--only={FLAGS.only} matches none of the {len(members)} members "
                              f"({names}{', ...' if len(members) > 5 else ''}).")
   return chosen
 
@@ -68,28 +73,28 @@ def _selected(members: list[spec.Member]) -> list[spec.Member]:
 def _run(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  workdir = _WORKDIR.value
-  if _REPORT.value and not _SWEEP.value:
+  workdir = FLAGS.workdir
+  if FLAGS.report and not FLAGS.sweep:
     for path in report.write(workdir):
       print(path)
     return 0
-  if not _SWEEP.value:
+  if not FLAGS.sweep:
     raise errors.ConfigError("--sweep=configs/sweeps/NAME.py[:ARG] is required (except with "
                              "--report).")
-  sweep = spec.load(_SWEEP.value)
+  sweep = spec.load(FLAGS.sweep)
   members = spec.expand(sweep, _overrides())
   prerequisites = spec.prerequisite_runs(sweep, _overrides())
   selected = _selected(members)
-  if _PRINT_COMMANDS.value:
+  if FLAGS.print_commands:
     for run in prerequisites:
       if runner.plan(run, workdir).action != "skip":
-        print(f"run first (the members need it): {run.shell_line(workdir, _PYTHON.value)}",
+        print(f"run first (the members need it): {run.shell_line(workdir, FLAGS.python)}",
               file=sys.stderr)
     for member in selected:
       if not member.excluded:
-        print(member.shell_line(workdir, _PYTHON.value))
+        print(member.shell_line(workdir, FLAGS.python))
     return 0
-  if _DRY_RUN.value:
+  if FLAGS.dry_run:
     counts = {}
     for run in (*prerequisites, *selected):
       planned = runner.plan(run, workdir)
@@ -99,10 +104,10 @@ def _run(argv) -> int:
           + ", ".join(f"{n} {action}" for action, n in counts.items()) + ".")
     return 0
   command_of = lambda m: m.command(workdir, sys.executable)
-  runner.write_manifest(workdir, _SWEEP.value, sweep, members, prerequisites, command_of)
+  runner.write_manifest(workdir, FLAGS.sweep, sweep, members, prerequisites, command_of)
   exit_code = 0
-  if not _REPORT.value:
-    exit_code = runner.run(selected, prerequisites, workdir, command_of, _PARALLEL.value)
+  if not FLAGS.report:
+    exit_code = runner.run(selected, prerequisites, workdir, command_of, FLAGS.parallel)
   for path in report.write(workdir):
     print(f"wrote {path}")
   return exit_code
@@ -117,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -21,17 +21,17 @@ import time
 
 from etils import epath
 
-from big_transfer import atomic, checkpoints, errors
+from big_transfer import atomic, checkpoints, errors, main, train
 from big_transfer.sweep import spec
 
-SUMMARY = "summary.json"
+SUMMARY = train.SUMMARY_FILE
 OUTCOME = "sweep_outcome.json"
 LOG = "sweep.log"
 # The members, their settings and commands: what `--report` rebuilds the results from.
 MANIFEST = "sweep.json"
 CACHE_DIR = ".jax_cache"
-# Exit code of a run stopped by SIGTERM after saving a checkpoint (big_transfer.main).
-PREEMPTED_EXIT_CODE = 143
+# Exit code of a run stopped by SIGTERM after saving a checkpoint.
+PREEMPTED_EXIT_CODE = main.PREEMPTED_EXIT_CODE
 
 
 @dataclasses.dataclass(frozen=True)
