@@ -17,6 +17,10 @@ FEWSHOT_PLOT = "accuracy_vs_examples_per_class.png"
 VTAB_PLOT = "vtab1k.png"
 DATASETS_PLOT = "accuracy_per_data_set.png"
 _DPI = 120
+# Each variant's line differs in marker and dash as well as colour, so pre-trained against
+# scratch reads in grey print and to colour-blind readers.
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_DASHES = ("-", "--", "-.", ":")
 
 
 def render(results: Sequence[results_lib.MemberResult], seed_axis: str,
@@ -65,7 +69,7 @@ def _variant_label(variant: str, metric: str) -> str:
 def _fewshot_figure(datasets, groups, variants, metric, percent, ylabel,
                     seed_axis) -> bytes | None:
   """One panel per data set: median against K (log axis), min-max band; the run on all
-  examples, if any, as a dashed line of the same colour."""
+  examples, if any, as a thin horizontal line of the same colour and dash."""
   columns = min(len(datasets), 2)
   rows = -(-len(datasets) // columns)
   fig = figure.Figure(figsize=(6.0 * columns, 4.2 * rows), layout="constrained")
@@ -78,6 +82,8 @@ def _fewshot_figure(datasets, groups, variants, metric, percent, ylabel,
                     if d == dataset and k != results_lib.ALL_EXAMPLES})
     for index, variant in enumerate(variants):
       color = f"C{index}"
+      style = dict(color=color, marker=_MARKERS[index % len(_MARKERS)],
+                   linestyle=_DASHES[index % len(_DASHES)])
       points = [(k, results_lib.spread(groups[(dataset, str(k), variant)], metric))
                 for k in shots if (dataset, str(k), variant) in groups]
       points = [(k, s) for k, s in points if s.values]
@@ -86,13 +92,14 @@ def _fewshot_figure(datasets, groups, variants, metric, percent, ylabel,
         ax.fill_between(ks, [min(s.values) * scale for _, s in points],
                         [max(s.values) * scale for _, s in points], color=color, alpha=0.2,
                         linewidth=0)
-        ax.plot(ks, [s.median * scale for _, s in points], "o-", color=color,
+        ax.plot(ks, [s.median * scale for _, s in points], **style,
                 label=_variant_label(variant, metric))
         drew = True
       full = groups.get((dataset, results_lib.ALL_EXAMPLES, variant))
       if full and results_lib.spread(full, metric).values:
         ax.axhline(results_lib.spread(full, metric).median * scale, color=color,
-                   linestyle="--", label=f"{_variant_label(variant, metric)}, all examples")
+                   linestyle=style["linestyle"], linewidth=0.8,
+                   label=f"{_variant_label(variant, metric)}, all examples")
         drew = True
     ax.set_xscale("log")
     ax.set_xticks(shots)
@@ -130,6 +137,7 @@ def _bar_figure(categories: Sequence[tuple[str, str | None]], groups, variants, 
         high.append((max(s.values) - s.median) * scale)
     if xs:
       ax.bar(xs, heights, width, yerr=[low, high], capsize=2, color=f"C{index}",
+             hatch=("", "//", "..", "xx")[index % 4], edgecolor="white",
              label=_variant_label(variant, metric))
       drew = True
   ax.set_xticks(range(len(categories)))
