@@ -229,3 +229,29 @@ def test_sigterm_stops_the_running_members_with_their_save_and_starts_no_more(tm
   assert outcomes[0].error.startswith("stopped by SIGTERM after saving a checkpoint")
   assert outcomes[2] is None and not (tmp_path / members[2].name).exists()
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # The sweep's handler is gone.
+
+
+def test_failing_members_stop_no_other_and_are_listed_with_their_error_line(tmp_path, capsys):
+  definition = sweep.Sweep(recipe="configs/demo.py", axes={"config.seed": (0, 1, 2)})
+  members = spec.expand(definition)
+  # Stand-ins for big_transfer.main: a user error, a crash, then a run that completes.
+  programs = [
+      "print('I train.py] Topology'); print('error: Data set x is missing.'); raise SystemExit(1)",
+      "raise KeyError('step')",
+      "import json, sys; open(sys.argv[1], 'w').write(json.dumps("
+      "{'status': 'completed', 'step': 4, 'eval/accuracy': 0.25}))"]
+  commands = {m.name: [sys.executable, "-c", program, str(tmp_path / m.name / runner.SUMMARY)]
+              for m, program in zip(members, programs)}
+  command_of = lambda m: commands[m.name]
+  runner.write_manifest(tmp_path, "failing", definition, members, [], command_of)
+  assert runner.run(members, [], tmp_path, command_of) == 1
+  assert "2 member(s) failed: seed=0, seed=1." in capsys.readouterr().out
+  report.write(tmp_path)
+  rows = list(csv.DictReader(io.StringIO((tmp_path / report.CSV_NAME).read_text())))
+  assert [(r["name"], r["status"], r["eval/accuracy"], r["error"]) for r in rows] == [
+      ("seed=0", "failed", "", "error: Data set x is missing."),
+      ("seed=1", "failed", "", "KeyError: 'step'"),
+      ("seed=2", "completed", "0.25", "")]
+  markdown = (tmp_path / report.MARKDOWN_NAME).read_text()
+  assert "- `seed=0`: failed: `error: Data set x is missing.`" in markdown
+  assert "- `seed=1`: failed: `KeyError: 'step'`" in markdown
