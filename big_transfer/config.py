@@ -49,6 +49,10 @@ def base() -> ml_collections.ConfigDict:
       datasets=ml_collections.ConfigDict(), shots=fewshot.DEFAULT_SHOTS,
       seeds=fewshot.DEFAULT_SEEDS, l2_reg=fewshot.DEFAULT_L2_REG))
 
+  # Activation memory: "unit" or "stage" recomputes each residual unit's or stage's activations
+  # in the backward pass instead of keeping them (more compute, less memory; the largest models).
+  config.remat = "none"
+
   # One job per workdir (big_transfer.workdir_hold): a hold whose heartbeat is older than this
   # belongs to a job that is gone and is taken over; a younger one stops a second job at once.
   config.hold_stale_after_s = 600.0
