@@ -7,6 +7,15 @@ type a library caller would expect (`ValueError`, `ArithmeticError`), so `except
 still catches a bad setting.
 """
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+  """" Did you mean 'a', 'b'?" naming the known values closest to `name`, or "" when none is."""
+  close = difflib.get_close_matches(name, list(known), n=3)
+  return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
 
 class UserError(Exception):
   """Something the user can fix: a setting, the data, the devices or a checkpoint."""

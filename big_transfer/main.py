@@ -12,45 +12,10 @@ import warnings
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from big_transfer import distributed, errors, train
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/demo.py.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
-                               "summary.json (local or gs://).")
-flags.mark_flags_as_required(["config", "workdir"])
+from big_transfer import command_line, distributed, errors, train
 
 # 128 + SIGTERM, what a process killed by the preemption signal reports.
 PREEMPTED_EXIT_CODE = 143
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad --config value or recipe argument reported in one line."""
-  overrides = [arg for arg in argv[1:] if arg.startswith("--config.")]
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    if isinstance(e.__context__, errors.UserError):
-      # ml_collections re-raises a recipe's error with the traceback in its message; the error
-      # itself is its last line, "big_transfer.errors.ConfigError: <message>".
-      print(f"error: {str(e.__context__).strip().splitlines()[-1].split(': ', 1)[-1]}",
-            file=sys.stderr)
-    else:
-      print(f"error: {e}", file=sys.stderr)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    if not overrides:
-      raise
-    # ml_collections raises these for keys the locked config does not have or bad values.
-    if isinstance(e, (AttributeError, KeyError)):
-      key = str(e).strip("\"'")
-      named = [o.split("=")[0] for o in overrides if o.split("=")[0].endswith(f".{key}")]
-      print(f"error: {' '.join(named) or key}: the recipe has no key {key!r}. Every "
-            "--config.KEY must be a key of the recipe (big_transfer/config.py lists them).",
-            file=sys.stderr)
-    else:
-      print(f"error: cannot apply {' '.join(overrides)}: {e}. Every --config.KEY must be given "
-            "a value of its type.", file=sys.stderr)
-  sys.exit(1)
 
 
 # Console lines that only matter to a library's developers or that repeat another line.
@@ -99,13 +64,24 @@ def run(config, workdir: str) -> int:
   return 0
 
 
+def _define_flags() -> None:
+  # Defined only when run as a program: importing the library registers no flags, so other
+  # programs (preflight, sweep) can define their own --config.
+  config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/demo.py.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summary.json "
+                      "(local or gs://).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   _quiet_console()
   distributed.initialize()
-  sys.exit(run(_CONFIG.value, _WORKDIR.value))
+  sys.exit(run(flags.FLAGS.config, flags.FLAGS.workdir))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  _define_flags()
+  app.run(main, flags_parser=command_line.parse_flags)

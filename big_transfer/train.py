@@ -16,7 +16,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from big_transfer import atomic, checkpoints, data, errors, evaluate, experiment, interop
-from big_transfer import sharding, workdir_hold
+from big_transfer import dispatch, sharding, workdir_hold
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -171,11 +171,13 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, state, start: int,
       data.train_batches(exp.input_cfg, config.batch_size, config.seed, start_step=start),
       exp.batch_sharding)
   pending, last_log, train_metrics = [], time.time(), {}
+  in_flight = dispatch.StepWindow()  # XLA:CPU's fake devices deadlock when dispatch runs far ahead.
   step = start
   try:
     with _PreemptionWatch(ckpts) as preemption:
       while step < config.total_steps:
         state, metrics = exp.steps.train(state, next(batches))
+        in_flight.add(metrics)
         pending.append(metrics)
         step += 1
         progress(step)

@@ -92,3 +92,17 @@ def test_any_other_exception_keeps_its_traceback(monkeypatch, internal):
   monkeypatch.setattr(main.train, "train_and_evaluate", fail)
   with pytest.raises(type(internal), match=str(internal)):
     main.run(config=None, workdir="unused")
+
+
+def test_importing_every_program_registers_no_flags():
+  # Each program defines its flags when run; importing two of them (as the test suite, a sweep
+  # or a notebook does) must not fail with absl's DuplicateFlagError.
+  import subprocess
+  import sys
+  code = ("from absl import flags; import big_transfer.main, big_transfer.preflight, "
+          "big_transfer.export; print(sorted(n for n in ('config', 'workdir', 'topology', "
+          "'output') if n in flags.FLAGS))")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "[]"

@@ -1,35 +1,20 @@
-"""TFDS sources: real feature specs through `tfds.testing.mock_data`, and the advice on bad names.
-
-mock_data with MockPolicy.USE_FILES reads the metadata (splits, features) that each test writes
-into its data_dir, and serves random examples of the real feature specs instead of records.
-"""
+"""TFDS sources: real feature specs through `tfds.testing.mock_data` (see tfds_metadata.py), and
+the advice on bad names."""
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import tfds_metadata
 from big_transfer import data
 
 NUM_EXAMPLES = 12
 
 
-def _write_metadata(data_dir, name: str, splits: dict[str, int]) -> None:
-  """Writes the metadata of a prepared `name` whose splits have the given sizes, no records."""
-  builder = tfds.builder(name, data_dir=str(data_dir))
-  template = tfds.core.ShardedFileTemplate(data_dir=builder.data_path, dataset_name=builder.name,
-                                           split="train", filetype_suffix="tfrecord")
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=split, shard_lengths=[n], num_bytes=0,
-                          filename_template=template.replace(split=split))
-      for split, n in splits.items()]))
-  builder.data_path.mkdir(parents=True)
-  builder.info.write_to_directory(builder.data_path)
-
-
 @pytest.fixture
 def mocked(tmp_path):
   """Mocks TFDS for data sets whose metadata the test writes with `write(name, **splits)`."""
-  write = lambda name, **splits: _write_metadata(tmp_path, name, splits)
+  write = lambda name, **splits: tfds_metadata.write_metadata(tmp_path, name, splits)
   with tfds.testing.mock_data(num_examples=NUM_EXAMPLES, policy=tfds.testing.MockPolicy.USE_FILES,
                               data_dir=str(tmp_path)):
     yield write

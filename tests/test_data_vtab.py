@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
+import tfds_metadata
 from big_transfer import data
 from big_transfer import errors
 from big_transfer.data import dataset_table
@@ -70,22 +71,10 @@ BENCHMARK_SIZES = {
 }
 
 
-def _write_metadata(data_dir, name: str, splits: dict[str, int]) -> None:
-  """Writes the metadata of a prepared `name` whose splits have the given sizes, no records."""
-  builder = tfds.builder(name, data_dir=str(data_dir))
-  template = tfds.core.ShardedFileTemplate(data_dir=builder.data_path, dataset_name=builder.name,
-                                           split="train", filetype_suffix="tfrecord")
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=split, shard_lengths=[n], num_bytes=0,
-                          filename_template=template.replace(split=split))
-      for split, n in splits.items()]))
-  builder.data_path.mkdir(parents=True)
-  builder.info.write_to_directory(builder.data_path)
-
-
 def _prepare(data_dir, task: vtab.Task, **splits) -> None:
   """Metadata of the task's TFDS data set: the given split sizes, else the real ones."""
-  _write_metadata(data_dir, task.tfds_name, splits or TFDS_SPLITS[task.tfds_name.split(":")[0]])
+  tfds_metadata.write_metadata(data_dir, task.tfds_name,
+                               splits or TFDS_SPLITS[task.tfds_name.split(":")[0]])
 
 
 @pytest.fixture

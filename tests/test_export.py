@@ -324,15 +324,6 @@ def _run_cli(*args) -> subprocess.CompletedProcess:
                         env=cli.env_with_devices(1))
 
 
-def _fails(result, *fragments):
-  assert result.returncode == 1, result.stderr[-3000:]
-  assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-  assert len(error_lines) == 1, result.stderr[-3000:]
-  for fragment in fragments:
-    assert fragment in error_lines[0], error_lines[0]
-
-
 def test_cli_exports_the_latest_checkpoint_written_on_other_devices(run, tmp_path):
   workdir, saved = run  # Written on 2 devices, exported by a process that has one.
   result = _run_cli(f"--workdir={workdir}", f"--output={tmp_path / 'model.npz'}")
@@ -342,29 +333,30 @@ def test_cli_exports_the_latest_checkpoint_written_on_other_devices(run, tmp_pat
 
 
 def test_cli_fails_in_one_line_without_a_checkpoint(tmp_path):
-  _fails(_run_cli(f"--workdir={tmp_path / 'empty'}", f"--output={tmp_path / 'model.npz'}"),
-         "No checkpoint in", str(tmp_path / "empty"))
+  result = _run_cli(f"--workdir={tmp_path / 'empty'}", f"--output={tmp_path / 'model.npz'}")
+  cli.assert_fails_in_one_line(result, "No checkpoint in", str(tmp_path / "empty"))
   assert not (tmp_path / "model.npz").exists()
 
 
 def test_cli_fails_in_one_line_on_a_missing_step_and_lists_the_steps(run, tmp_path):
   workdir, _ = run
-  _fails(_run_cli(f"--workdir={workdir}", f"--output={tmp_path / 'model.npz'}", "--step=3"),
-         "No checkpoint at step 3", "available steps: 2, 5")
+  result = _run_cli(f"--workdir={workdir}", f"--output={tmp_path / 'model.npz'}", "--step=3")
+  cli.assert_fails_in_one_line(result, "No checkpoint at step 3", "available steps: 2, 5")
   assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_refuses_an_existing_output_without_overwrite(run, tmp_path):
   workdir, _ = run
   (tmp_path / "model.npz").write_text("old")
-  _fails(_run_cli(f"--workdir={workdir}", f"--output={tmp_path / 'model.npz'}"),
-         str(tmp_path / "model.npz"), "already exist", "--overwrite")
+  result = _run_cli(f"--workdir={workdir}", f"--output={tmp_path / 'model.npz'}")
+  cli.assert_fails_in_one_line(result, str(tmp_path / "model.npz"), "already exist", "--overwrite")
   assert (tmp_path / "model.npz").read_text() == "old"
   assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
 def test_cli_fails_in_one_line_on_an_unknown_format_and_lists_the_formats(run, tmp_path):
   workdir, _ = run
-  _fails(_run_cli(f"--workdir={workdir}", f"--output={tmp_path / 'model.onnx'}", "--format=onnx"),
-         "'onnx'", "npz, savedmodel, params")
+  result = _run_cli(f"--workdir={workdir}", f"--output={tmp_path / 'model.onnx'}",
+                    "--format=onnx")
+  cli.assert_fails_in_one_line(result, "'onnx'", "npz, savedmodel, params")
   assert list(tmp_path.iterdir()) == []

@@ -151,7 +151,8 @@ def test_names_zone_and_project_come_from_gclouds_environment_variables():
 
 
 @pytest.mark.parametrize("tpu_type, version", [
-    ("v4-32", "tpu-ubuntu2204-base"), ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+    ("v3-8", "tpu-ubuntu2204-base"), ("v4-32", "tpu-ubuntu2204-base"),
+    ("v5litepod-16", "v2-alpha-tpuv5-lite"),
     ("v5p-128", "v2-alpha-tpuv5"), ("v6e-64", "v2-alpha-tpuv6e")])
 def test_each_tpu_generation_gets_its_jax_runtime_version(tpu_type, version):
   result = _launch(["create", "--name", "bit", "--type", tpu_type, "--dry-run"])
@@ -169,6 +170,8 @@ def test_each_tpu_generation_gets_its_jax_runtime_version(tpu_type, version):
     (["stop"], 1, "name the TPU with --name or $TPU_NAME"),
     (["jobset", "--name", "Bad_Name", "--image", "i", "--tpu-type", "v4-8", "--",
       "--config=c", "--workdir=gs://b/w"], 1, "JobSet name 'Bad_Name' must be lowercase"),
+    (["jobset", "--name", "bit", "--image", "i", "--tpu-type", "v3-8", "--",
+      "--config=c", "--workdir=gs://b/w"], 1, "GKE has no v3 node pools"),
 ])
 def test_a_launch_that_cannot_work_fails_naming_the_fix(argv, exit_code, message):
   result = _launch(_dry(argv))

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import re
 
-import tpu_types
+from big_transfer import tpu_types
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
 REPLICATED_JOB = "workers"
@@ -48,6 +48,9 @@ class Accelerators:
 def tpu_slices(tpu: tpu_types.TpuType, slices: int = 1,
                topology: str | None = None) -> Accelerators:
   """`slices` slices of type `tpu`; `topology` overrides the usual chip arrangement."""
+  if tpu.generation.gke_accelerator is None:
+    raise ValueError(f"GKE has no {tpu.generation.prefix} node pools; run {tpu.name} as Cloud TPU "
+                     "VMs (tpu/launch create)")
   topology = topology or tpu.topology()
   chips = 1
   for side in topology.split("x"):

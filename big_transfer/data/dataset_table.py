@@ -9,7 +9,6 @@ or above 96x96).
 """
 
 import dataclasses
-import difflib
 
 from big_transfer import errors
 from big_transfer.data import vtab
@@ -85,7 +84,6 @@ def lookup(name: str) -> DatasetFacts:
   """Returns the facts for a data set of the table, or raises a ValueError that suggests names."""
   if name in KNOWN:
     return KNOWN[name]
-  close = difflib.get_close_matches(name, KNOWN, n=3)
-  hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+  hint = errors.did_you_mean(name, KNOWN)
   raise errors.ConfigError(f"Data set {name!r} is not in the table of known transfer sets.{hint} "
                            f"Known: {', '.join(sorted(KNOWN))}.")

@@ -8,7 +8,6 @@ A `vtab/NAME` data set is a VTAB-1k task (vtab.py): its TFDS data set, labelled 
 benchmark does.
 """
 
-import difflib
 import functools
 
 import numpy as np
@@ -43,8 +42,7 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError:
     name = dataset.split(":")[0].split("/")[0]
-    close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False))
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = errors.did_you_mean(name, tfds.list_builders(with_community_datasets=False))
     directory = data_dir or tfds.core.constants.DATA_DIR
     raise errors.DataError(f"TFDS has no data set {name!r} (dataset={dataset!r}): neither its "
                            f"code nor prepared data in data_dir {directory}.{hint} "

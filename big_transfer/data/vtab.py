@@ -13,7 +13,6 @@ smallNORB images are grey and are decoded to RGB like any other). See docs/data.
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
-import difflib
 import math
 from typing import Any
 
@@ -289,8 +288,7 @@ def lookup(name: str) -> Task:
   """The task "vtab/NAME", or a ConfigError that lists the tasks."""
   if name in TASKS:
     return TASKS[name]
-  close = difflib.get_close_matches(name, TASKS, n=3)
-  hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+  hint = errors.did_you_mean(name, TASKS)
   raise errors.ConfigError(f"{name!r} is not a VTAB-1k task.{hint} The 19 tasks: "
                            f"{', '.join(TASKS)}.")
 

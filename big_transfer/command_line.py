@@ -1,0 +1,41 @@
+"""What the command-line tools share: absl flag parsing that reports a bad `--config` in one line.
+
+A recipe's own error (a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` and a value of
+the wrong type end in one `error:` line and exit code 1, as every UserError does.
+"""
+
+import sys
+
+from absl import flags
+
+from big_transfer import errors
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (pass it as `app.run(main, flags_parser=parse_flags)`), with a bad
+  --config value or recipe argument reported in one line."""
+  overrides = [arg for arg in argv[1:] if arg.startswith("--config.")]
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if isinstance(e.__context__, errors.UserError):
+      # ml_collections re-raises a recipe's error with the traceback in its message; the error
+      # itself is its last line, "big_transfer.errors.ConfigError: <message>".
+      print(f"error: {str(e.__context__).strip().splitlines()[-1].split(': ', 1)[-1]}",
+            file=sys.stderr)
+    else:
+      print(f"error: {e}", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if not overrides:
+      raise
+    # ml_collections raises these for keys the locked config does not have or bad values.
+    if isinstance(e, (AttributeError, KeyError)):
+      key = str(e).strip("\"'")
+      named = [o.split("=")[0] for o in overrides if o.split("=")[0].endswith(f".{key}")]
+      print(f"error: {' '.join(named) or key}: the recipe has no key {key!r}. Every "
+            "--config.KEY must be a key of the recipe (big_transfer/config.py lists them).",
+            file=sys.stderr)
+    else:
+      print(f"error: cannot apply {' '.join(overrides)}: {e}. Every --config.KEY must be given "
+            "a value of its type.", file=sys.stderr)
+  sys.exit(1)
