@@ -11,7 +11,7 @@ the parameter, optimizer and batch bytes are exact on any backend. XLA:CPU also 
 device's micro-batch, counted from the program (`activations`): that is where remat shows.
 
     python -m benchmarks.memory --model=R152x4 --devices=8 --fsdp=8 [--batch=8] \
-        [--resolution=224] [--precision=bf16] [--remat=none,unit,stage] [--json]
+        [--resolution=224] [--precision=bf16] [--remat=none,unit,stage] [--no_compile] [--json]
 
 Rows: data-parallel (mesh data=devices) and FSDP (data=devices/fsdp, fsdp=fsdp) for every
 `--remat` policy given; the ratio line compares the first policy's two layouts.
@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--remat", default="none", help="comma-separated remat policies.")
   parser.add_argument("--device_memory_gib", type=float, default=None,
                       help="judge whether each layout fits a device of this many GiB.")
+  parser.add_argument("--no_compile", action="store_true", help="only the exact parameter, "
+                      "optimizer and batch bytes and the activations: no XLA compile (minutes for "
+                      "the largest models on CPUs), so no temporaries or totals.")
   parser.add_argument("--json", action="store_true", help="print one JSON object.")
   args = parser.parse_args(argv)
   if args.devices % args.fsdp:
@@ -84,26 +87,30 @@ def measure(args: argparse.Namespace) -> dict:
                                       np.float32, sharding=exp.batch_sharding),
         "label": jax.ShapeDtypeStruct((config.batch_size, train_step.NUM_CLASSES), np.float32,
                                       sharding=exp.batch_sharding)}
-    start = time.perf_counter()
-    lowered = exp.steps.train.lower(state, batch_shapes)
-    lower_seconds = time.perf_counter() - start
-    analysis = lowered.compile().memory_analysis()
-    compile_seconds = time.perf_counter() - start - lower_seconds
     result = {
         "layout": layout, "remat": remat, "mesh": dict(exp.mesh.shape),
         "param_bytes": per_device_bytes(exp.abstract_state.params, exp.state_shardings.params),
         "opt_state_bytes": per_device_bytes(exp.abstract_state.opt_state,
                                             exp.state_shardings.opt_state),
         "batch_bytes": per_device_bytes(batch_shapes, {k: exp.batch_sharding for k in batch_shapes}),
-        "temp_bytes": analysis.temp_size_in_bytes,
         "activation_bytes": residuals.activation_bytes(
             exp.model, exp.abstract_state.params, args.batch // args.grad_accum, args.resolution),
+    }
+    result["param_opt_bytes"] = result["param_bytes"] + result["opt_state_bytes"]
+    if args.no_compile:
+      return result
+    start = time.perf_counter()
+    lowered = exp.steps.train.lower(state, batch_shapes)
+    lower_seconds = time.perf_counter() - start
+    analysis = lowered.compile().memory_analysis()
+    result.update({
+        "temp_bytes": analysis.temp_size_in_bytes,
         "argument_bytes": analysis.argument_size_in_bytes,
         "output_bytes": analysis.output_size_in_bytes,
         "alias_bytes": analysis.alias_size_in_bytes,
-        "lower_seconds": lower_seconds, "compile_seconds": compile_seconds,
-    }
-    result["param_opt_bytes"] = result["param_bytes"] + result["opt_state_bytes"]
+        "lower_seconds": lower_seconds,
+        "compile_seconds": time.perf_counter() - start - lower_seconds,
+    })
     # Donated state: the outputs reuse the arguments' buffers (alias), so they are not counted
     # twice.
     result["total_bytes"] = (result["argument_bytes"] + result["output_bytes"]
@@ -136,11 +143,14 @@ def report(result: dict) -> str:
            f"{'total':>9s} {'activations':>11s}  compile"]
   for row in result["rows"]:
     fits = {True: "  fits", False: "  does not fit"}.get(row.get("fits"), "")
+    compiled = "temp_bytes" in row
+    temps = f"{gib(row['temp_bytes'])} {gib(row['total_bytes'])}" if compiled else (
+        f"{'n/a':>9s} {'n/a':>9s}")
+    seconds = (f"{row['lower_seconds'] + row['compile_seconds']:.0f} s" if compiled
+               else "not compiled")
     lines.append(f"{row['layout']:14s} {row['remat']:6s} {gib(row['param_bytes'])} "
                  f"{gib(row['opt_state_bytes'])} {gib(row['batch_bytes'])} "
-                 f"{gib(row['temp_bytes'])} {gib(row['total_bytes'])}   "
-                 f"{gib(row['activation_bytes'])}  "
-                 f"{row['lower_seconds'] + row['compile_seconds']:.0f} s{fits}")
+                 f"{temps}   {gib(row['activation_bytes'])}  {seconds}{fits}")
   lines.append(f"fsdp/data-parallel param+opt bytes = {result['ratio']:.2f}")
   return "\n".join(lines)
 
