@@ -55,6 +55,10 @@ def base() -> ml_collections.ConfigDict:
   # the run's values after --config overrides.
   config.recipe_notes = ml_collections.ConfigDict()
 
+  # Activation memory: "unit" or "stage" recomputes each residual unit's or stage's activations
+  # in the backward pass instead of keeping them (more compute, less memory; the largest models).
+  config.remat = "none"
+
   # One job per workdir (big_transfer.workdir_hold): a hold whose heartbeat is older than this
   # belongs to a job that is gone and is taken over; a younger one stops a second job at once.
   config.hold_stale_after_s = 600.0

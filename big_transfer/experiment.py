@@ -115,7 +115,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   info = dataset_info or data.dataset_info(input_cfg)
   num_classes = config.num_classes or info.num_classes
   model = models.create(config.model, num_classes=num_classes, dtype=dtype,
-                        head_bias_init=config.head_bias_init)
+                        head_bias_init=config.head_bias_init, remat=config.remat)
   image_shape = (input_cfg.crop, input_cfg.crop, 3)
   abstract_state = jax.eval_shape(functools.partial(
       steps.create_train_state, model=model, optimizer=optimizer, image_shape=image_shape),

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from big_transfer import errors, losses
+from big_transfer import errors, losses, models
 
 LOSSES = {"softmax_xent": losses.softmax_cross_entropy,
           "sigmoid_xent": losses.sigmoid_cross_entropy}
@@ -84,24 +84,29 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     (new state, {"loss", "grad_norm", "learning_rate"}: float32 scalars).
   """
   loss_fn = loss_function(loss_name)
+  prepare, applied = models.split_parameter_work(model)
 
-  def loss_of(params, micro):
-    logits = model.apply({"params": params}, micro["image"])
+  def loss_of(prepared, micro):
+    logits = applied.apply({"params": prepared}, micro["image"])
     return loss_fn(logits, micro["label"])
 
+  # The work on the parameters alone (weight standardization) runs once per step, not once per
+  # micro-batch; its backward pass runs once too, on the summed gradient (it is linear in it).
+  prepared, prepare_backward = jax.vjp(prepare, state.params)
   grad_fn = jax.value_and_grad(loss_of)
   if grad_accum_steps == 1:
-    loss, grads = grad_fn(state.params, batch)
+    loss, grads = grad_fn(prepared, batch)
   else:
     def accumulate(carry, micro):
       loss_sum, grad_sum = carry
-      loss, grads = grad_fn(state.params, micro)
+      loss, grads = grad_fn(prepared, micro)
       return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    zeros = jax.tree.map(jnp.zeros_like, prepared)
     (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros),
                                     _split_micro_batches(batch, grad_accum_steps))
     loss, grads = loss / grad_accum_steps, jax.tree.map(lambda g: g / grad_accum_steps, grads)
+  (grads,) = prepare_backward(grads)
 
   direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
   rate = learning_rate(state.step)

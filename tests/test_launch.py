@@ -25,7 +25,7 @@ import cli
 LAUNCH = cli.REPO / "tpu" / "launch"
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "launch"
 UPDATE_GOLDEN = os.environ.get("BIG_TRANSFER_UPDATE_GOLDEN") == "1"
-SHELL_SCRIPTS = ("tpu/worker.sh", "tpu/slurm/train.sbatch")
+SHELL_SCRIPTS = ("tpu/worker.sh", "tpu/slurm/train.sbatch", "benchmarks/accelerator.sh")
 ZONE = "us-central2-b"
 MAIN_ARGS = ["--config=configs/bit_s.py:model=BiT-S-R50x1", "--workdir=gs://bit-bucket/bit_s",
              "--config.data.data_dir=gs://bit-bucket/tensorflow_datasets"]

@@ -1,11 +1,15 @@
 """The BiT networks by name: `create("BiT-M-R50x1", num_classes=10)`."""
 
+import dataclasses
 import re
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax.numpy as jnp
 
 from big_transfer import errors
-from big_transfer.models.resnetv2 import ResNetV2, blocks_for, depth_of
+from big_transfer.models.resnetv2 import (REMAT_POLICIES, ResNetV2, blocks_for, depth_of,
+                                          standardize_kernels)
 
 # The published variants. BiT-S / BiT-M / BiT-L name the upstream data, not the network.
 VARIANTS = {
@@ -49,12 +53,30 @@ def dtype_named(name: str) -> jnp.dtype:
 
 
 def create(name: str, num_classes: int | None = 1000, dtype=jnp.float32,
-           head_bias_init: float = 0.0) -> ResNetV2:
-  """Builds a named BiT network, e.g. `create("BiT-M-R50x1", num_classes=10)`."""
+           head_bias_init: float = 0.0, remat: str = "none") -> ResNetV2:
+  """Builds a named BiT network, e.g. `create("BiT-M-R50x1", num_classes=10)`.
+
+  `remat` (one of REMAT_POLICIES) trades compute for activation memory, see `ResNetV2`.
+  """
   depth, width = parse_name(name)
+  if remat not in REMAT_POLICIES:
+    raise errors.ConfigError(f"remat must be one of {REMAT_POLICIES}, got {remat!r} "
+                             "(--config.remat).")
   return ResNetV2(depth=depth, width=width, num_classes=num_classes,
-                  head_bias_init=head_bias_init, dtype=dtype)
+                  head_bias_init=head_bias_init, dtype=dtype, remat=remat)
 
 
-__all__ = ["DTYPES", "ResNetV2", "VARIANTS", "blocks_for", "create", "depth_of", "dtype_named",
-           "parse_name"]
+def split_parameter_work(model: nn.Module) -> tuple[Callable, nn.Module]:
+  """(prepare, applied): `applied.apply({"params": prepare(params)}, x)` equals
+  `model.apply({"params": params}, x)`, with the work that depends on the parameters alone in
+  `prepare`. The train step runs `prepare` once per step and `applied` once per micro-batch.
+
+  For `ResNetV2` that work is weight standardization; other modules have none.
+  """
+  if isinstance(model, ResNetV2):
+    return standardize_kernels, dataclasses.replace(model, kernels_standardized=True)
+  return lambda params: params, model
+
+
+__all__ = ["DTYPES", "REMAT_POLICIES", "ResNetV2", "VARIANTS", "blocks_for", "create", "depth_of",
+           "dtype_named", "parse_name", "split_parameter_work", "standardize_kernels"]

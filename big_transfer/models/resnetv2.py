@@ -5,6 +5,7 @@ on each forward pass and every norm is a 32-group GroupNorm. The root max-pool p
 as the published reference does, so logits match the published weights.
 """
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -24,6 +25,13 @@ BLOCKS_PER_DEPTH = {
 GN_GROUPS = 32
 GN_EPSILON = 1e-5
 WS_EPSILON = 1e-10
+# What the backward pass recomputes instead of keeping: nothing, each unit's activations (only
+# unit inputs are kept), or each stage's (only stage inputs are kept).
+REMAT_POLICIES = ("none", "unit", "stage")
+# XLA:CPU's convolution takes a slow path when a k x k convolution (k > 1) has at most 2 x 2
+# output pixels, as the last stage has at 32-64 px: 40-100x slower, forward and backward, than
+# the matrix product of image patches. There, and only on CPU, the product is what runs.
+CPU_PATCHES_MAX_OUTPUT_PIXELS = 4
 
 
 def blocks_for(depth: int | Sequence[int]) -> tuple[int, ...]:
@@ -52,24 +60,61 @@ def standardize(kernel: jnp.ndarray, epsilon: float = WS_EPSILON) -> jnp.ndarray
   return (kernel - mean) / jnp.sqrt(var + epsilon)
 
 
+def standardize_kernels(params):
+  """`params` with every convolution kernel standardized, for a model with
+  `kernels_standardized=True`: the train step standardizes once per step, not once per
+  micro-batch. Convolution kernels are the 4-D `kernel` leaves (the head's is 2-D)."""
+  def maybe_standardize(path, leaf):
+    is_conv = getattr(path[-1], "key", None) == "kernel" and jnp.ndim(leaf) == 4
+    return standardize(leaf) if is_conv else leaf
+  return jax.tree_util.tree_map_with_path(maybe_standardize, params)
+
+
 class StdConv(nn.Module):
-  """Bias-free convolution with a weight-standardized kernel; parameters stay float32."""
+  """Bias-free convolution with a weight-standardized kernel; parameters stay float32.
+
+  With `kernels_standardized` the kernel it is given is used as it is (see `standardize_kernels`).
+  """
   features: int
   kernel_size: tuple[int, int]
   strides: int = 1
   padding: int = 0
   dtype: jnp.dtype = jnp.float32
+  kernels_standardized: bool = False
 
   @nn.compact
   def __call__(self, x):
     in_features = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.he_normal(),
                         (*self.kernel_size, in_features, self.features), jnp.float32)
-    kernel = standardize(kernel).astype(self.dtype)
-    pad = ((self.padding, self.padding), (self.padding, self.padding))
-    return jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel, (self.strides, self.strides), pad,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if not self.kernels_standardized:
+      kernel = standardize(kernel)
+    kernel = kernel.astype(self.dtype)
+    return convolve(x.astype(self.dtype), kernel, self.strides, self.padding)
+
+
+def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: int, padding: int) -> jnp.ndarray:
+  """Convolves x (B, H, W, C) with kernel (kh, kw, C, O), zero-padded on every side; (B, H', W', O).
+
+  See CPU_PATCHES_MAX_OUTPUT_PIXELS for the CPU path; elsewhere it is `lax.conv_general_dilated`.
+  """
+  def by_convolution(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(padding, padding)] * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def by_patches(x, kernel):
+    kh, kw = kernel.shape[:2]
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    patches = jnp.concatenate([
+        padded[:, i:i + strides * (out_h - 1) + 1:strides, j:j + strides * (out_w - 1) + 1:strides]
+        for i in range(kh) for j in range(kw)], axis=-1)
+    return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(-1, kernel.shape[-1]))
+
+  out_h, out_w = ((size + 2 * padding - k) // strides + 1
+                  for size, k in zip(x.shape[1:3], kernel.shape[:2]))
+  if kernel.shape[0] * kernel.shape[1] == 1 or out_h * out_w > CPU_PATCHES_MAX_OUTPUT_PIXELS:
+    return by_convolution(x, kernel)
+  return jax.lax.platform_dependent(x, kernel, cpu=by_patches, default=by_convolution)
 
 
 def group_norm(name: str, dtype) -> nn.GroupNorm:
@@ -86,20 +131,22 @@ class Bottleneck(nn.Module):
   mid_features: int
   strides: int = 1
   dtype: jnp.dtype = jnp.float32
+  kernels_standardized: bool = False
 
   @nn.compact
   def __call__(self, x):
     out_features = 4 * self.mid_features
+    conv = functools.partial(StdConv, dtype=self.dtype,
+                             kernels_standardized=self.kernels_standardized)
     y = nn.relu(group_norm("gn1", self.dtype)(x))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out_features:
-      shortcut = StdConv(out_features, (1, 1), self.strides, dtype=self.dtype, name="conv_proj")(y)
-    y = StdConv(self.mid_features, (1, 1), dtype=self.dtype, name="conv1")(y)
+      shortcut = conv(out_features, (1, 1), self.strides, name="conv_proj")(y)
+    y = conv(self.mid_features, (1, 1), name="conv1")(y)
     y = nn.relu(group_norm("gn2", self.dtype)(y))
-    y = StdConv(self.mid_features, (3, 3), self.strides, padding=1, dtype=self.dtype,
-                name="conv2")(y)
+    y = conv(self.mid_features, (3, 3), self.strides, padding=1, name="conv2")(y)
     y = nn.relu(group_norm("gn3", self.dtype)(y))
-    y = StdConv(out_features, (1, 1), dtype=self.dtype, name="conv3")(y)
+    y = conv(out_features, (1, 1), name="conv3")(y)
     return shortcut + y
 
 
@@ -113,12 +160,18 @@ class ResNetV2(nn.Module):
     head_bias_init: initial value of every head bias (e.g. -10 for a sigmoid loss over many
       classes, so each class starts near probability 0).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters, norm statistics and logits stay float32.
+    remat: one of REMAT_POLICIES: recompute each unit's or each stage's activations in the
+      backward pass instead of keeping them, for models whose activations do not fit.
+    kernels_standardized: the convolution kernels of the parameters it is applied to are
+      already standardized (`standardize_kernels`); parameter names and shapes are unchanged.
   """
   depth: int | Sequence[int] = 50
   width: int = 1
   num_classes: int | None = 1000
   head_bias_init: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  remat: str = "none"
+  kernels_standardized: bool = False
 
   @nn.compact
   def __call__(self, images):
@@ -130,19 +183,21 @@ class ResNetV2(nn.Module):
       raise ValueError(f"ResNetV2 width must be a positive integer, got {self.width!r}.")
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"ResNetV2 expects images of shape (B, H, W, 3), got {images.shape}.")
+    if self.remat not in REMAT_POLICIES:
+      raise errors.ConfigError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r} "
+                               "(--config.remat).")
     root_features = 64 * self.width
     x = StdConv(root_features, (7, 7), strides=2, padding=3, dtype=self.dtype,
-                name="root_conv")(images)
+                kernels_standardized=self.kernels_standardized, name="root_conv")(images)
     # Zero padding (not -inf) as in the published reference; it matters for parity since the
     # root conv output can be negative.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2))
     for stage, units in enumerate(blocks_for(self.depth)):
-      mid = root_features * 2**stage
-      for unit in range(units):
-        strides = 2 if (stage > 0 and unit == 0) else 1
-        x = Bottleneck(mid, strides, dtype=self.dtype,
-                       name=f"block{stage + 1}/unit{unit + 1:02d}".replace("/", "_"))(x)
+      if self.remat == "stage":
+        x = nn.remat(_stage, static_argnums=(2, 3))(self, x, stage, units)
+      else:
+        x = _stage(self, x, stage, units)
     x = nn.relu(group_norm("norm_pre_head", self.dtype)(x))
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes is None:
@@ -150,3 +205,15 @@ class ResNetV2(nn.Module):
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                     bias_init=nn.initializers.constant(self.head_bias_init),
                     dtype=jnp.float32, param_dtype=jnp.float32, name="head")(features)
+
+
+def _stage(net: ResNetV2, x: jnp.ndarray, stage: int, units: int) -> jnp.ndarray:
+  """The units of `stage` (0-based) as children of `net`, so that parameter names stay
+  `block{stage}_unit{unit}` whatever `net.remat` wraps around them."""
+  unit_module = nn.remat(Bottleneck) if net.remat == "unit" else Bottleneck
+  mid = 64 * net.width * 2**stage
+  for unit in range(units):
+    strides = 2 if (stage > 0 and unit == 0) else 1
+    x = unit_module(mid, strides, dtype=net.dtype, kernels_standardized=net.kernels_standardized,
+                    name=f"block{stage + 1}_unit{unit + 1:02d}", parent=net)(x)
+  return x

@@ -1,0 +1,166 @@
+"""Per-device memory of the real train step: pure data parallel beside FSDP, from XLA's analysis.
+
+For each layout the step every run executes (`experiment.build(config)`, `steps.train`) is
+lowered on abstract inputs (shapes, dtypes and shardings only: nothing is allocated) for
+`--devices` fake CPU devices and compiled; the per-device bytes of the parameters and the
+optimizer state follow from their shardings, the batch's from the batch sharding, and the
+temporaries are `compiled.memory_analysis()`'s. The temporaries are what XLA:CPU schedules; an
+accelerator's compiler fuses and schedules differently, so take them as an estimate there, while
+the parameter, optimizer and batch bytes are exact on any backend. XLA:CPU also undoes remat
+(`benchmarks/residuals.py`), so each row adds the activations the backward pass keeps for one
+device's micro-batch, counted from the program (`activations`): that is where remat shows.
+
+    python -m benchmarks.memory --model=R152x4 --devices=8 --fsdp=8 [--batch=8] \
+        [--resolution=224] [--precision=bf16] [--remat=none,unit,stage] [--no_compile] [--json]
+
+Rows: data-parallel (mesh data=devices) and FSDP (data=devices/fsdp, fsdp=fsdp) for every
+`--remat` policy given; the ratio line compares the first policy's two layouts.
+"""
+
+import argparse
+import json
+import os
+import re
+import time
+
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="R152x4")
+  parser.add_argument("--devices", type=int, default=8, help="fake CPU devices to compile for.")
+  parser.add_argument("--fsdp", type=int, default=8, help="size of the fsdp axis of the FSDP row.")
+  parser.add_argument("--batch", type=int, default=8, help="examples per device per step.")
+  parser.add_argument("--resolution", type=int, default=224)
+  parser.add_argument("--precision", choices=("bf16", "f32"), default="bf16")
+  parser.add_argument("--grad_accum", type=int, default=1)
+  parser.add_argument("--remat", default="none", help="comma-separated remat policies.")
+  parser.add_argument("--device_memory_gib", type=float, default=None,
+                      help="judge whether each layout fits a device of this many GiB.")
+  parser.add_argument("--no_compile", action="store_true", help="only the exact parameter, "
+                      "optimizer and batch bytes and the activations: no XLA compile (minutes for "
+                      "the largest models on CPUs), so no temporaries or totals.")
+  parser.add_argument("--json", action="store_true", help="print one JSON object.")
+  args = parser.parse_args(argv)
+  if args.devices % args.fsdp:
+    parser.error(f"--fsdp={args.fsdp} must divide --devices={args.devices}.")
+  return args
+
+
+def use_fake_devices(count: int) -> None:
+  """Sets XLA_FLAGS for `count` CPU devices; must run before JAX is first imported."""
+  flags = re.sub(DEVICE_COUNT_FLAG + r"=\S+", "", os.environ.get("XLA_FLAGS", ""))
+  os.environ["XLA_FLAGS"] = f"{flags} {DEVICE_COUNT_FLAG}={count}".strip()
+  os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def measure(args: argparse.Namespace) -> dict:
+  # JAX reads XLA_FLAGS once, when its backend starts: imported only after `use_fake_devices`.
+  import jax  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  from benchmarks import residuals, train_step  # noqa: PLC0415
+  from big_transfer import data, experiment, sharding  # noqa: PLC0415
+
+  if jax.device_count() != args.devices:
+    raise RuntimeError(f"JAX sees {jax.device_count()} devices, not {args.devices}: it was "
+                       "started before XLA_FLAGS was set.")
+
+  def per_device_bytes(tree, shardings) -> int:
+    return sum(int(np.prod(s.shard_shape(leaf.shape))) * leaf.dtype.itemsize
+               for leaf, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)))
+
+  def row(layout: str, mesh_data: int, mesh_fsdp: int, remat: str) -> dict:
+    step_args = train_step.parse_args([
+        f"--model={args.model}", f"--resolution={args.resolution}", f"--batch={args.batch}",
+        f"--precision={args.precision}", f"--mesh.data={mesh_data}", f"--mesh.fsdp={mesh_fsdp}",
+        f"--grad_accum={args.grad_accum}", f"--remat={remat}"])
+    config = train_step.run_config(step_args, args.devices)
+    info = data.DatasetInfo(num_train_examples=1_281_167, image_size=(args.resolution,) * 2,
+                            num_classes=train_step.NUM_CLASSES, class_names=None)
+    exp = experiment.build(config, dataset_info=info)
+    state = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                         exp.abstract_state, exp.state_shardings)
+    batch_shapes = {
+        "image": jax.ShapeDtypeStruct((config.batch_size, args.resolution, args.resolution, 3),
+                                      np.float32, sharding=exp.batch_sharding),
+        "label": jax.ShapeDtypeStruct((config.batch_size, train_step.NUM_CLASSES), np.float32,
+                                      sharding=exp.batch_sharding)}
+    result = {
+        "layout": layout, "remat": remat, "mesh": dict(exp.mesh.shape),
+        "param_bytes": per_device_bytes(exp.abstract_state.params, exp.state_shardings.params),
+        "opt_state_bytes": per_device_bytes(exp.abstract_state.opt_state,
+                                            exp.state_shardings.opt_state),
+        "batch_bytes": per_device_bytes(batch_shapes, {k: exp.batch_sharding for k in batch_shapes}),
+        "activation_bytes": residuals.activation_bytes(
+            exp.model, exp.abstract_state.params, args.batch // args.grad_accum, args.resolution),
+    }
+    result["param_opt_bytes"] = result["param_bytes"] + result["opt_state_bytes"]
+    if args.no_compile:
+      return result
+    start = time.perf_counter()
+    lowered = exp.steps.train.lower(state, batch_shapes)
+    lower_seconds = time.perf_counter() - start
+    analysis = lowered.compile().memory_analysis()
+    result.update({
+        "temp_bytes": analysis.temp_size_in_bytes,
+        "argument_bytes": analysis.argument_size_in_bytes,
+        "output_bytes": analysis.output_size_in_bytes,
+        "alias_bytes": analysis.alias_size_in_bytes,
+        "lower_seconds": lower_seconds,
+        "compile_seconds": time.perf_counter() - start - lower_seconds,
+    })
+    # Donated state: the outputs reuse the arguments' buffers (alias), so they are not counted
+    # twice.
+    result["total_bytes"] = (result["argument_bytes"] + result["output_bytes"]
+                             - result["alias_bytes"] + result["temp_bytes"])
+    if args.device_memory_gib is not None:
+      result["fits"] = result["total_bytes"] <= args.device_memory_gib * 2**30
+    return result
+
+  rows = []
+  for remat in args.remat.split(","):
+    rows.append(row("data-parallel", args.devices, 1, remat))
+    rows.append(row("fsdp", args.devices // args.fsdp, args.fsdp, remat))
+  return {
+      "model": args.model, "devices": args.devices, "fsdp": args.fsdp,
+      "batch_per_device": args.batch, "resolution": args.resolution,
+      "precision": args.precision, "grad_accum": args.grad_accum,
+      "device_memory_gib": args.device_memory_gib,
+      "platform_compiled_for": jax.devices()[0].platform,
+      "jax": jax.__version__, "rows": rows,
+      "ratio": rows[1]["param_opt_bytes"] / rows[0]["param_opt_bytes"],
+  }
+
+
+def report(result: dict) -> str:
+  gib = lambda n: f"{n / 2**30:9.3f}"
+  lines = [f"{result['model']} at {result['resolution']} px, {result['precision']}, batch "
+           f"{result['batch_per_device']} per device, {result['devices']} fake "
+           f"{result['platform_compiled_for']} devices; GiB per device:",
+           f"{'layout':14s} {'remat':6s} {'params':>9s} {'opt':>9s} {'batch':>9s} {'temps':>9s} "
+           f"{'total':>9s} {'activations':>11s}  compile"]
+  for row in result["rows"]:
+    fits = {True: "  fits", False: "  does not fit"}.get(row.get("fits"), "")
+    compiled = "temp_bytes" in row
+    temps = f"{gib(row['temp_bytes'])} {gib(row['total_bytes'])}" if compiled else (
+        f"{'n/a':>9s} {'n/a':>9s}")
+    seconds = (f"{row['lower_seconds'] + row['compile_seconds']:.0f} s" if compiled
+               else "not compiled")
+    lines.append(f"{row['layout']:14s} {row['remat']:6s} {gib(row['param_bytes'])} "
+                 f"{gib(row['opt_state_bytes'])} {gib(row['batch_bytes'])} "
+                 f"{temps}   {gib(row['activation_bytes'])}  {seconds}{fits}")
+  lines.append(f"fsdp/data-parallel param+opt bytes = {result['ratio']:.2f}")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  use_fake_devices(args.devices)
+  result = measure(args)
+  print(json.dumps(result) if args.json else report(result))
+
+
+if __name__ == "__main__":
+  main()

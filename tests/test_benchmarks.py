@@ -1,0 +1,79 @@
+"""The train-step and memory benchmarks at a tiny size: their fields, JSON and ratio lines."""
+
+import json
+
+import jax
+import pytest
+
+from benchmarks import device_peaks, memory, train_step
+from big_transfer import tpu_types
+
+
+def test_train_step_benchmark_reports_both_steps_and_their_ratio(capsys):
+  train_step.main(["--model=R14x1", "--resolution=16", "--batch=2", "--precision=f32",
+                   "--steps=1", "--rounds=3", "--warmup=1", "--json"])
+  result = json.loads(capsys.readouterr().out)
+  devices = jax.device_count()
+  assert result["device_kind"] == jax.devices()[0].device_kind
+  assert result["global_batch"] == 2 * devices
+  assert result["images_per_sec"] == pytest.approx(
+      result["global_batch"] / result["step_seconds"] / devices)
+  assert result["reference_images_per_sec"] == pytest.approx(
+      result["global_batch"] / result["reference_step_seconds"] / devices)
+  assert len(result["round_ratios"]) == 3
+  assert result["ratio"] == pytest.approx(sorted(result["round_ratios"])[1])
+  assert result["compile_seconds"] > 0 and result["reference_compile_seconds"] > 0
+  # Same network and batch; on CPUs ours multiplies the zero padding of its tiny feature maps
+  # too (models/resnetv2.py `convolve`), which XLA counts.
+  assert result["flops_per_step"] >= result["reference_flops_per_step"] > 0
+  assert result["mfu"] is None  # No known peak for a CPU.
+
+  lines = train_step.report(result).splitlines()
+  assert lines[1].startswith("ours:") and "images/s per device" in lines[1]
+  assert lines[2].startswith("reference:")
+  assert lines[-1] == f"ours/reference = {result['ratio']:.2f}"
+
+
+def test_memory_benchmark_compares_data_parallel_and_fsdp(capsys, monkeypatch):
+  # The test process already has 8 fake devices; main() sets the variables for a fresh process.
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  tiny = ["--model=R14x1", "--devices=8", "--fsdp=8", "--batch=1", "--resolution=16",
+          "--precision=f32", "--json"]
+  memory.main(tiny)
+  result = json.loads(capsys.readouterr().out)
+  data_parallel, fsdp = result["rows"]
+  assert (data_parallel["layout"], fsdp["layout"]) == ("data-parallel", "fsdp")
+  assert data_parallel["temp_bytes"] > 0 and data_parallel["total_bytes"] > (
+      data_parallel["param_opt_bytes"])
+  assert data_parallel["mesh"] == {"data": 8, "fsdp": 1} and fsdp["mesh"] == {"data": 1, "fsdp": 8}
+  # Sharding parameters and momentum 8 ways; the small ones (norms, head bias) stay replicated.
+  assert result["ratio"] == pytest.approx(
+      fsdp["param_opt_bytes"] / data_parallel["param_opt_bytes"])
+  assert 1 / 8 <= result["ratio"] < 1 / 6
+  assert fsdp["batch_bytes"] == data_parallel["batch_bytes"]
+  assert memory.report(result).splitlines()[-1] == (
+      f"fsdp/data-parallel param+opt bytes = {result['ratio']:.2f}")
+
+  memory.main([*tiny, "--remat=none,unit", "--no_compile"])  # Shapes only: no compile.
+  rows = {(row["layout"], row["remat"]): row for row in json.loads(capsys.readouterr().out)["rows"]}
+  assert rows["data-parallel", "none"]["param_opt_bytes"] == data_parallel["param_opt_bytes"]
+  assert rows["data-parallel", "unit"]["activation_bytes"] < data_parallel["activation_bytes"]
+
+
+def test_memory_benchmark_rejects_an_fsdp_size_that_does_not_divide_the_devices(capsys):
+  with pytest.raises(SystemExit):
+    memory.parse_args(["--devices=8", "--fsdp=3"])
+  assert "--fsdp=3 must divide --devices=8" in capsys.readouterr().err
+
+
+def test_device_peaks_come_from_the_tpu_table_and_the_gpu_datasheets():
+  v3 = tpu_types.GENERATIONS["v3"]
+  assert device_peaks.peak_flops_per_device("TPU v3", "bf16") == v3.peak_bf16_flops_per_device
+  assert device_peaks.peak_flops_per_device("TPU v5 lite", "f32") == (
+      tpu_types.GENERATIONS["v5litepod"].peak_bf16_flops_per_device)
+  assert device_peaks.peak_flops_per_device("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+  assert device_peaks.peak_flops_per_device("NVIDIA A100-SXM4-80GB", "f32") == 156e12
+  assert device_peaks.peak_flops_per_device("cpu", "f32") is None
+  with pytest.raises(ValueError, match="precision must be one of .*'fp8'"):
+    device_peaks.peak_flops_per_device("TPU v4", "fp8")

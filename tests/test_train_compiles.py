@@ -1,0 +1,47 @@
+"""The train loop compiles its programs at the first step and never again."""
+
+import importlib.util
+
+import jax
+from jax._src import dispatch as jax_dispatch
+
+import cli
+from big_transfer import dispatch, train
+
+
+def test_no_compilation_after_the_first_step(tmp_path, synthetic_data_dir, monkeypatch):
+  # XLA reports each compilation (a persistent-cache hit included) as this event; a jitted call
+  # that finds its program in JAX's in-memory cache reports nothing.
+  compiled = []  # (steps dispatched so far, name of the compiled function)
+  steps_dispatched = []
+
+  class CountingWindow(dispatch.StepWindow):
+    def add(self, outputs):
+      steps_dispatched.append(outputs)
+      super().add(outputs)
+
+  def on_event(event, seconds, **kwargs):
+    del seconds
+    if event == jax_dispatch.BACKEND_COMPILE_EVENT:
+      compiled.append((len(steps_dispatched), kwargs.get("fun_name")))
+
+  monkeypatch.setattr(dispatch, "StepWindow", CountingWindow)
+  spec = importlib.util.spec_from_file_location("demo", cli.REPO / "configs" / "demo.py")
+  demo = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(demo)
+  config = demo.get_config("smoke")  # 6 steps, logs every 2 and checkpoints every 3.
+  config.data.data_dir = synthetic_data_dir
+  config.fewshot.shots = ()
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  try:
+    assert train.train_and_evaluate(config, str(tmp_path))["step"] == config.total_steps
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_event)
+  assert len(steps_dispatched) == config.total_steps
+  # The first step compiles (or loads) the train step...
+  assert any(step == 0 and "train_step" in name for step, name in compiled), compiled
+  # ...and from its dispatch to the last step's, logs and checkpoints between, the step never
+  # compiles again; the only compilations are orbax's slicing programs at the first save.
+  later = [c for c in compiled if 1 <= c[0] < config.total_steps]
+  assert [name for _, name in later if "train_step" in name] == []
+  assert {step for step, _ in later} <= {config.checkpoint_every_steps}, later
