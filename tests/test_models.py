@@ -172,3 +172,18 @@ def test_bad_image_shape_is_explained():
   model = models.create("R50x1", num_classes=2)
   with pytest.raises(ValueError, match=r"expects images of shape \(B, H, W, 3\), got \(2, 32, 32\)"):
     model.init(jax.random.key(0), jnp.zeros((2, 32, 32)))
+
+
+@pytest.mark.parametrize("size, strides", [(2, 1), (4, 2), (3, 2), (1, 1)])
+def test_cpu_patch_convolution_equals_the_convolution(size, strides):
+  # At <= 2x2 output pixels XLA:CPU runs `convolve` as a product of image patches; it must give
+  # what lax's convolution gives (the logit-match tests use larger maps and never reach it).
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, size, size, 8)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 8, 5)), jnp.float32)
+  got = jax.jit(resnetv2.convolve, static_argnums=(2, 3))(x, kernel, strides, 1)
+  want = jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(1, 1)] * 2,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  assert got.shape == want.shape
+  assert got.shape[1] * got.shape[2] <= resnetv2.CPU_PATCHES_MAX_OUTPUT_PIXELS
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
