@@ -1,4 +1,4 @@
-"""What transfer buys, on the built-in data, in a few minutes on 2 CPU cores.
+"""What transfer buys, on the built-in data, on 2 CPU cores (30 minutes with the cores busy).
 
     python -m big_transfer.sweep --sweep=configs/sweeps/demo.py --workdir=/tmp/bit_sweep
 
