@@ -105,9 +105,12 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: int, padding: int) ->
   def by_patches(x, kernel):
     kh, kw = kernel.shape[:2]
     padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    patches = jnp.concatenate([
-        padded[:, i:i + strides * (out_h - 1) + 1:strides, j:j + strides * (out_w - 1) + 1:strides]
-        for i in range(kh) for j in range(kw)], axis=-1)
+
+    def window(i, j):  # Strided slices (not indexing, which lowers to a gather TFLite lacks).
+      rows = jax.lax.slice_in_dim(padded, i, i + strides * (out_h - 1) + 1, strides, axis=1)
+      return jax.lax.slice_in_dim(rows, j, j + strides * (out_w - 1) + 1, strides, axis=2)
+
+    patches = jnp.concatenate([window(i, j) for i in range(kh) for j in range(kw)], axis=-1)
     return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(-1, kernel.shape[-1]))
 
   out_h, out_w = ((size + 2 * padding - k) // strides + 1
