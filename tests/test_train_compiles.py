@@ -1,4 +1,5 @@
-"""The train loop compiles its programs at the first step and never again."""
+"""The train loop compiles its programs at the first step and never again, and keeps at most
+`dispatch.MAX_STEPS_IN_FLIGHT` steps in flight."""
 
 import importlib.util
 
@@ -15,10 +16,14 @@ def test_no_compilation_after_the_first_step(tmp_path, synthetic_data_dir, monke
   compiled = []  # (steps dispatched so far, name of the compiled function)
   steps_dispatched = []
 
+  unfinished = []  # After each step added, how many of the steps added so far are unfinished.
+
   class CountingWindow(dispatch.StepWindow):
     def add(self, outputs):
       steps_dispatched.append(outputs)
       super().add(outputs)
+      unfinished.append(sum(not all(x.is_ready() for x in jax.tree.leaves(step))
+                            for step in steps_dispatched))
 
   def on_event(event, seconds, **kwargs):
     del seconds
@@ -38,6 +43,9 @@ def test_no_compilation_after_the_first_step(tmp_path, synthetic_data_dir, monke
   finally:
     jax.monitoring.unregister_event_duration_listener(on_event)
   assert len(steps_dispatched) == config.total_steps
+  # Every step went through the window, which kept the loop at most MAX_STEPS_IN_FLIGHT ahead:
+  # 33 steps dispatched between two reads of a result deadlocked XLA:CPU's fake devices.
+  assert max(unfinished) <= dispatch.MAX_STEPS_IN_FLIGHT
   # The first step compiles (or loads) the train step...
   assert any(step == 0 and "train_step" in name for step, name in compiled), compiled
   # ...and from its dispatch to the last step's, logs and checkpoints between, the step never
