@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,3 +46,19 @@ def assert_fails_in_one_line(result: subprocess.CompletedProcess, *fragments: st
   for fragment in fragments:
     assert fragment in lines[0], lines[0]
   return lines[0]
+
+
+def assert_shellcheck_passes(*scripts, cwd=None) -> None:
+  """Runs the `test` extra's shellcheck on `scripts` (paths) and fails with its findings."""
+  shellcheck = shutil.which("shellcheck", path=str(pathlib.Path(sys.executable).parent))
+  assert shellcheck, "shellcheck is missing: pip install -e '.[test]' provides it"
+  result = subprocess.run([shellcheck, *map(str, scripts)], cwd=cwd, text=True,
+                          capture_output=True, check=False)
+  assert result.returncode == 0, result.stdout
+
+
+def assert_container_command_passes_shellcheck(tmp_path, command: str) -> None:
+  """The shell line a container runs (`sh -c COMMAND`), checked as a script of its own."""
+  script = tmp_path / "start.sh"
+  script.write_text("#!/bin/sh\n" + command + "\n")
+  assert_shellcheck_passes(script)

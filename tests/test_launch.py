@@ -180,11 +180,7 @@ def test_a_launch_that_cannot_work_fails_naming_the_fix(argv, exit_code, message
 
 
 def test_every_shell_script_passes_shellcheck():
-  shellcheck = shutil.which("shellcheck", path=str(pathlib.Path(sys.executable).parent))
-  assert shellcheck, "shellcheck is missing: pip install -e '.[test]' provides it"
-  result = subprocess.run([shellcheck, *SHELL_SCRIPTS], cwd=cli.REPO, text=True,
-                          capture_output=True)
-  assert result.returncode == 0, result.stdout
+  cli.assert_shellcheck_passes(*SHELL_SCRIPTS, cwd=cli.REPO)
 
 
 # --- A TPU VM worker, played by a temporary home directory. ----------------------------------
@@ -390,11 +386,7 @@ def test_every_pod_of_a_multislice_jobset_joins_with_its_own_process_id(tmp_path
       assert out[1:3] == ["8", "bit-m-workers-0-0.bit-m:8476"]
       assert out[3:] == ["-m", "big_transfer.main", *MAIN_ARGS]
   assert sorted(seen) == list(range(8))
-  script = tmp_path / "start.sh"
-  script.write_text("#!/bin/sh\n" + command[2] + "\n")
-  shellcheck = shutil.which("shellcheck", path=str(pathlib.Path(sys.executable).parent))
-  result = subprocess.run([shellcheck, str(script)], text=True, capture_output=True)
-  assert result.returncode == 0, result.stdout
+  cli.assert_container_command_passes_shellcheck(tmp_path, command[2])
 
 
 def test_jobset_apply_submits_the_manifest_with_kubectl(fakes):

@@ -4,7 +4,6 @@ and a fake `python` that records the command it was given."""
 
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -72,10 +71,7 @@ def _array_task(fakes, commands_file, task, exit_code=0):
 
 
 def test_the_sweep_script_passes_shellcheck():
-  shellcheck = shutil.which("shellcheck", path=str(pathlib.Path(sys.executable).parent))
-  assert shellcheck, "shellcheck is missing: pip install -e '.[test]' provides it"
-  result = subprocess.run([shellcheck, SBATCH], cwd=cli.REPO, text=True, capture_output=True)
-  assert result.returncode == 0, result.stdout
+  cli.assert_shellcheck_passes(SBATCH, cwd=cli.REPO)
 
 
 @pytest.mark.parametrize("task", [0, 2])
@@ -137,11 +133,7 @@ def test_each_pod_of_the_indexed_job_runs_its_members_command(fakes, commands, t
     subprocess.run(command, check=True, timeout=60,
                    env=dict(fakes.env, JOB_COMPLETION_INDEX=str(index)))
   assert fakes() == argvs
-  script = tmp_path / "start.sh"
-  script.write_text("#!/bin/sh\n" + command[2] + "\n")
-  shellcheck = shutil.which("shellcheck", path=str(pathlib.Path(sys.executable).parent))
-  result = subprocess.run([shellcheck, str(script)], text=True, capture_output=True)
-  assert result.returncode == 0, result.stdout
+  cli.assert_container_command_passes_shellcheck(tmp_path, command[2])
 
 
 def test_report_with_the_sweep_collects_members_a_scheduler_ran(tmp_path):
