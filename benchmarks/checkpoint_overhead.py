@@ -39,6 +39,18 @@ def setup(model_name: str, crop: int, batch_size: int):
   return exp, batch
 
 
+def median_ratio(rounds: int, ours, baseline, ours_name: str, baseline_name: str) -> float:
+  """Alternates `ours()` and `baseline()` (each returning images/s) for `rounds` rounds, prints
+  each round, and returns the median of the rounds' ratios ours/baseline."""
+  ratios = []
+  for r in range(rounds):
+    mine, base = ours(), baseline()
+    ratios.append(mine / base)
+    print(f"round {r}: {ours_name} {mine:.1f} images/s, {baseline_name} {base:.1f} images/s, "
+          f"ratio {mine / base:.3f}")
+  return float(np.median(ratios))
+
+
 def _images_per_second(exp, batch, num_steps: int, every: int | None) -> float:
   step = exp.steps.train
   state = exp.steps.create(jax.random.key(0))
@@ -70,14 +82,10 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   args = parser.parse_args()
   exp, batch = setup(args.model, args.crop, args.batch)
-  ratios = []
-  for r in range(args.rounds):
-    without = _images_per_second(exp, batch, args.steps, None)
-    with_ckpt = _images_per_second(exp, batch, args.steps, args.every)
-    ratios.append(with_ckpt / without)
-    print(f"round {r}: no checkpoints {without:.1f} images/s, checkpoint every {args.every} "
-          f"steps {with_ckpt:.1f} images/s, ratio {with_ckpt / without:.3f}")
-  median = float(np.median(ratios))
+  median = median_ratio(
+      args.rounds, lambda: _images_per_second(exp, batch, args.steps, args.every),
+      lambda: _images_per_second(exp, batch, args.steps, None),
+      f"checkpoint every {args.every} steps", "no checkpoints")
   print(f"{args.model} at {args.crop} px, batch {args.batch}, {jax.device_count()} device(s): "
         f"throughput with checkpoints / without = {median:.3f} (overhead {1 - median:.1%}), "
         f"median of {args.rounds} rounds")

@@ -13,7 +13,6 @@ import argparse
 import time
 
 import jax
-import numpy as np
 
 from benchmarks import checkpoint_overhead
 from big_transfer import dispatch
@@ -44,14 +43,11 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   args = parser.parse_args()
   exp, batch = checkpoint_overhead.setup(args.model, args.crop, args.batch)
-  ratios = []
-  for r in range(args.rounds):
-    ours = _images_per_second(exp, batch, args.steps, dispatch.MAX_STEPS_IN_FLIGHT)
-    wide = _images_per_second(exp, batch, args.steps, WIDE_WINDOW)
-    ratios.append(ours / wide)
-    print(f"round {r}: {dispatch.MAX_STEPS_IN_FLIGHT} steps in flight {ours:.1f} images/s, "
-          f"{WIDE_WINDOW} steps {wide:.1f} images/s, ratio {ours / wide:.3f}")
-  median = float(np.median(ratios))
+  median = checkpoint_overhead.median_ratio(
+      args.rounds,
+      lambda: _images_per_second(exp, batch, args.steps, dispatch.MAX_STEPS_IN_FLIGHT),
+      lambda: _images_per_second(exp, batch, args.steps, WIDE_WINDOW),
+      f"{dispatch.MAX_STEPS_IN_FLIGHT} steps in flight", f"{WIDE_WINDOW} steps")
   print(f"{args.model} at {args.crop} px, batch {args.batch}, {jax.device_count()} device(s): "
         f"throughput with {dispatch.MAX_STEPS_IN_FLIGHT} / {WIDE_WINDOW} steps in flight = "
         f"{median:.3f}, median of {args.rounds} rounds")
