@@ -58,41 +58,26 @@ def use_fake_devices(count: int) -> None:
 def measure(args: argparse.Namespace) -> dict:
   # JAX reads XLA_FLAGS once, when its backend starts: imported only after `use_fake_devices`.
   import jax  # noqa: PLC0415
-  import numpy as np  # noqa: PLC0415
 
   from benchmarks import residuals, train_step  # noqa: PLC0415
-  from big_transfer import data, experiment, sharding  # noqa: PLC0415
+  from big_transfer import preflight  # noqa: PLC0415
 
   if jax.device_count() != args.devices:
     raise RuntimeError(f"JAX sees {jax.device_count()} devices, not {args.devices}: it was "
                        "started before XLA_FLAGS was set.")
-
-  def per_device_bytes(tree, shardings) -> int:
-    return sum(int(np.prod(s.shard_shape(leaf.shape))) * leaf.dtype.itemsize
-               for leaf, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)))
 
   def row(layout: str, mesh_data: int, mesh_fsdp: int, remat: str) -> dict:
     step_args = train_step.parse_args([
         f"--model={args.model}", f"--resolution={args.resolution}", f"--batch={args.batch}",
         f"--precision={args.precision}", f"--mesh.data={mesh_data}", f"--mesh.fsdp={mesh_fsdp}",
         f"--grad_accum={args.grad_accum}", f"--remat={remat}"])
-    config = train_step.run_config(step_args, args.devices)
-    info = data.DatasetInfo(num_train_examples=1_281_167, image_size=(args.resolution,) * 2,
-                            num_classes=train_step.NUM_CLASSES, class_names=None)
-    exp = experiment.build(config, dataset_info=info)
-    state = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                         exp.abstract_state, exp.state_shardings)
-    batch_shapes = {
-        "image": jax.ShapeDtypeStruct((config.batch_size, args.resolution, args.resolution, 3),
-                                      np.float32, sharding=exp.batch_sharding),
-        "label": jax.ShapeDtypeStruct((config.batch_size, train_step.NUM_CLASSES), np.float32,
-                                      sharding=exp.batch_sharding)}
+    exp = train_step.build_experiment(step_args, args.devices)
+    state, batch_shapes = preflight.abstract_inputs(exp)
     result = {
         "layout": layout, "remat": remat, "mesh": dict(exp.mesh.shape),
-        "param_bytes": per_device_bytes(exp.abstract_state.params, exp.state_shardings.params),
-        "opt_state_bytes": per_device_bytes(exp.abstract_state.opt_state,
-                                            exp.state_shardings.opt_state),
-        "batch_bytes": per_device_bytes(batch_shapes, {k: exp.batch_sharding for k in batch_shapes}),
+        "param_bytes": preflight.bytes_per_device(state.params),
+        "opt_state_bytes": preflight.bytes_per_device(state.opt_state),
+        "batch_bytes": preflight.bytes_per_device(batch_shapes),
         "activation_bytes": residuals.activation_bytes(
             exp.model, exp.abstract_state.params, args.batch // args.grad_accum, args.resolution),
     }
@@ -108,13 +93,10 @@ def measure(args: argparse.Namespace) -> dict:
         "argument_bytes": analysis.argument_size_in_bytes,
         "output_bytes": analysis.output_size_in_bytes,
         "alias_bytes": analysis.alias_size_in_bytes,
+        "total_bytes": preflight.total_bytes(analysis),
         "lower_seconds": lower_seconds,
         "compile_seconds": time.perf_counter() - start - lower_seconds,
     })
-    # Donated state: the outputs reuse the arguments' buffers (alias), so they are not counted
-    # twice.
-    result["total_bytes"] = (result["argument_bytes"] + result["output_bytes"]
-                             - result["alias_bytes"] + result["temp_bytes"])
     if args.device_memory_gib is not None:
       result["fits"] = result["total_bytes"] <= args.device_memory_gib * 2**30
     return result

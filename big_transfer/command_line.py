@@ -1,4 +1,5 @@
-"""What the command-line tools share: absl flag parsing that reports a bad `--config` in one line.
+"""What the command-line tools share: the `--config` recipe flag, absl flag parsing that reports
+a bad `--config` in one line, and the refusal of positional arguments.
 
 A recipe's own error (a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` and a value of
 the wrong type end in one `error:` line and exit code 1, as every UserError does.
@@ -6,9 +7,23 @@ the wrong type end in one `error:` line and exit code 1, as every UserError does
 
 import sys
 
-from absl import flags
+from absl import app, flags
+from ml_collections import config_flags
 
 from big_transfer import errors
+
+
+def define_recipe_flag(example: str) -> None:
+  """Defines the locked `--config=configs/NAME.py[:ARGS]` flag (`--config.KEY=VALUE` overrides);
+  call it only when running as a program, so importing a tool registers no flags."""
+  config_flags.DEFINE_config_file("config", None, f"Recipe file, e.g. {example}.",
+                                  lock_config=True)
+
+
+def refuse_positional_arguments(argv: list[str]) -> None:
+  """absl's usage error for anything left after the flags (every tool takes flags only)."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from etils import epath
 
 import big_transfer
-from big_transfer import checkpoints, errors, interop, models, run_record
+from big_transfer import checkpoints, command_line, errors, interop, models, run_record
 from big_transfer.data import preprocess
 
 FORMATS = ("npz", "savedmodel", "params")
@@ -262,8 +262,7 @@ def _define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  command_line.refuse_positional_arguments(argv)
   # orbax and TF log every step of a restore and a save; this program reports in one line.
   logging.set_verbosity(logging.ERROR)
   args = flags.FLAGS

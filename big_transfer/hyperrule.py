@@ -43,6 +43,32 @@ def _check_positive(name: str, value) -> None:
     raise errors.ConfigError(f"{name} must be positive, got {value!r}.")
 
 
+def _is_low_resolution(image_size: tuple[int, int]) -> bool:
+  height, width = image_size
+  return height * width < _SMALL_IMAGE_AREA
+
+
+def _task_size(dataset_size: int) -> str:
+  """"small", "medium" or "large": what the schedule and MixUp follow."""
+  if dataset_size < _MEDIUM_TASK:
+    return "small"
+  return "medium" if dataset_size < _LARGE_TASK else "large"
+
+
+# The released schedules by task size.
+_SCHEDULES = {
+    "small": Schedule(warmup_steps=100, decay_steps=(200, 300, 400), total_steps=500),
+    "medium": Schedule(warmup_steps=500, decay_steps=(3000, 6000, 9000), total_steps=10_000),
+    "large": Schedule(warmup_steps=500, decay_steps=(6000, 12_000, 18_000), total_steps=20_000),
+}
+# How `explain` states each task size.
+_TASK_SIZE_RANGES = {
+    "small": f"below {_MEDIUM_TASK}",
+    "medium": f"from {_MEDIUM_TASK} to below {_LARGE_TASK}",
+    "large": f"at least {_LARGE_TASK}",
+}
+
+
 def resolution(image_size: tuple[int, int], released: bool = False) -> tuple[int, int]:
   """Returns (precrop, crop): resize to precrop x precrop, then take a crop x crop crop.
 
@@ -54,7 +80,7 @@ def resolution(image_size: tuple[int, int], released: bool = False) -> tuple[int
   height, width = image_size
   _check_positive("image height", height)
   _check_positive("image width", width)
-  if height * width < _SMALL_IMAGE_AREA:
+  if _is_low_resolution(image_size):
     return (160, 128)
   return (512, 480) if released else (448, 384)
 
@@ -62,17 +88,13 @@ def resolution(image_size: tuple[int, int], released: bool = False) -> tuple[int
 def schedule(dataset_size: int) -> Schedule:
   """Returns the released HyperRule schedule for a task of `dataset_size` labelled examples."""
   _check_positive("dataset_size", dataset_size)
-  if dataset_size < _MEDIUM_TASK:
-    return Schedule(warmup_steps=100, decay_steps=(200, 300, 400), total_steps=500)
-  if dataset_size < _LARGE_TASK:
-    return Schedule(warmup_steps=500, decay_steps=(3000, 6000, 9000), total_steps=10_000)
-  return Schedule(warmup_steps=500, decay_steps=(6000, 12_000, 18_000), total_steps=20_000)
+  return _SCHEDULES[_task_size(dataset_size)]
 
 
 def mixup_alpha(dataset_size: int) -> float:
   """MixUp strength: none for small tasks, 0.1 from 20k labelled examples on."""
   _check_positive("dataset_size", dataset_size)
-  return 0.0 if dataset_size < _MEDIUM_TASK else MIXUP_ALPHA
+  return 0.0 if _task_size(dataset_size) == "small" else MIXUP_ALPHA
 
 
 def explain(image_size: tuple[int, int], dataset_size: int,
@@ -84,15 +106,9 @@ def explain(image_size: tuple[int, int], dataset_size: int,
   """
   height, width = image_size
   precrop, crop = resolution(image_size, released)
-  small = height * width < _SMALL_IMAGE_AREA
-  area = "below" if small else "at least"
+  area = "below" if _is_low_resolution(image_size) else "at least"
   sched = schedule(dataset_size)
-  if dataset_size < _MEDIUM_TASK:
-    size_class = f"{dataset_size} examples, below {_MEDIUM_TASK}"
-  elif dataset_size < _LARGE_TASK:
-    size_class = f"{dataset_size} examples, from {_MEDIUM_TASK} to below {_LARGE_TASK}"
-  else:
-    size_class = f"{dataset_size} examples, at least {_LARGE_TASK}"
+  size_class = f"{dataset_size} examples, {_TASK_SIZE_RANGES[_task_size(dataset_size)]}"
   alpha = mixup_alpha(dataset_size)
   side = _SMALL_IMAGE_SIDE
   return {

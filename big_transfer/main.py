@@ -10,7 +10,6 @@ import sys
 import warnings
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from big_transfer import command_line, distributed, errors, train
 
@@ -67,16 +66,14 @@ def run(config, workdir: str) -> int:
 def _define_flags() -> None:
   # Defined only when run as a program: importing the library registers no flags, so other
   # programs (preflight, sweep) can define their own --config.
-  config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/demo.py.",
-                                  lock_config=True)
+  command_line.define_recipe_flag("configs/demo.py")
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summary.json "
                       "(local or gs://).")
   flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  command_line.refuse_positional_arguments(argv)
   _quiet_console()
   distributed.initialize()
   sys.exit(run(flags.FLAGS.config, flags.FLAGS.workdir))

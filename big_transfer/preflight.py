@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from big_transfer import checkpoints, command_line, data, errors, experiment, sharding, tpu_types
 from big_transfer.data import dataset_table
@@ -310,12 +309,18 @@ def estimate(config: ml_collections.ConfigDict, topology: str,
         f"{advice(footprint, hbm, dict(mesh.shape), config)}.") from None
   seconds = time.perf_counter() - start
   memory = compiled.memory_analysis()
-  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-           - memory.alias_size_in_bytes + memory.temp_size_in_bytes
-           + memory.generated_code_size_in_bytes)
-  footprint = dataclasses.replace(footprint, temporaries=memory.temp_size_in_bytes, total=total)
+  footprint = dataclasses.replace(footprint, temporaries=memory.temp_size_in_bytes,
+                                  total=total_bytes(memory))
   return Estimate(exp, tpu_slice, footprint, step_flops(compiled, config.grad_accum_steps),
                   seconds, mfu)
+
+
+def total_bytes(memory) -> int:
+  """What a compiled step holds at once per device, from its `memory_analysis()`: inputs,
+  outputs not written over the donated inputs (aliases), temporaries and the program."""
+  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+          + memory.generated_code_size_in_bytes)
 
 
 def step_flops(compiled: jax.stages.Compiled, grad_accum_steps: int) -> float:
@@ -345,8 +350,7 @@ def run(config: ml_collections.ConfigDict, topology: str, mfu: float) -> int:
 
 def _define_flags() -> None:
   # Defined only when run as a program, so importing the library registers no flags.
-  config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/bit_s.py.",
-                                  lock_config=True)
+  command_line.define_recipe_flag("configs/bit_s.py")
   flags.DEFINE_string("topology", None, "The TPU slice: an accelerator type as gcloud names it "
                       "(v4-32, v5litepod-16, v5p-128, v6e-64) or a JAX topology (v4:2x2x4, "
                       "v5e:4x4).")
@@ -356,8 +360,7 @@ def _define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  command_line.refuse_positional_arguments(argv)
   # The compile targets the slice's devices; local accelerators stay untouched (a training job
   # may be using them).
   jax.config.update("jax_platforms", "cpu")

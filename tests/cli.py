@@ -1,5 +1,6 @@
 """Running `python -m big_transfer.main` in subprocesses, as users and cluster launchers do."""
 
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -8,6 +9,16 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def recipe_config(recipe: str):
+  """`get_config(ARG)` of a recipe `configs/NAME.py[:ARG]` (relative to the repository), unlocked,
+  as `--config=` loads it."""
+  path, _, arg = recipe.partition(":")
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def env_with_devices(num_devices: int, **extra) -> dict:

@@ -8,8 +8,6 @@ tests), worked out by hand, not computed by the code under test.
 """
 
 import functools
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
+import cli
 import tfds_metadata
 from big_transfer import data
 from big_transfer import errors
@@ -374,11 +373,7 @@ def test_unprepared_task_names_the_tfds_data_set_to_build(tmp_path):
 
 
 def _hyperrule_config(arg):
-  path = pathlib.Path(__file__).parent.parent / "configs" / "hyperrule.py"
-  spec = importlib.util.spec_from_file_location("hyperrule_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return cli.recipe_config(f"configs/hyperrule.py:{arg}")
 
 
 def test_hyperrule_config_of_a_task_trains_on_train800val200_and_tests_on_test():

@@ -5,15 +5,13 @@ rates, the HyperRule's table), not read from the code under test.
 """
 
 import ast
-import importlib.util
-import pathlib
 
 import pytest
 
+import cli
 from big_transfer import errors, optim
 from big_transfer.data import dataset_table
 
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 ILSVRC2012_TRAIN = 1_281_167
 IMAGENET21K_TRAIN = 14_197_122 - 51_200
 
@@ -21,11 +19,7 @@ IMAGENET21K_TRAIN = 14_197_122 - 51_200
 def _load(recipe: str, *overrides: str):
   """The config as the command line builds it: the recipe file's `get_config(ARG)`, locked,
   then each `--config.KEY=VALUE` set on it (tests/test_main.py runs the command line itself)."""
-  path, _, arg = recipe.partition(":")
-  spec = importlib.util.spec_from_file_location(path[:-3], CONFIGS / path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = cli.recipe_config(f"configs/{recipe}")
   config.lock()
   for override in overrides:
     key, value = override.removeprefix("--config.").split("=", 1)

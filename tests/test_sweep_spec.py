@@ -2,7 +2,6 @@
 sweeps in configs/sweeps/ (no training here; tests/test_sweep_run.py runs sweeps)."""
 
 import ast
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -143,11 +142,7 @@ def test_a_file_without_get_sweep_or_no_file_is_explained(tmp_path):
 def _recipe_config(member, workdir, data_dir=None):
   """The member's run config as the command line builds it (tests/test_recipes.py's way)."""
   command = member.command(workdir)
-  path, _, arg = _flag(command, "--config=").partition(":")
-  module_spec = importlib.util.spec_from_file_location("recipe", cli.REPO / path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = cli.recipe_config(_flag(command, "--config="))
   config.lock()
   for item in command:
     if item.startswith("--config."):

@@ -1,8 +1,6 @@
 """The train loop compiles its programs at the first step and never again, and keeps at most
 `dispatch.MAX_STEPS_IN_FLIGHT` steps in flight."""
 
-import importlib.util
-
 import jax
 from jax._src import dispatch as jax_dispatch
 
@@ -31,10 +29,7 @@ def test_no_compilation_after_the_first_step(tmp_path, synthetic_data_dir, monke
       compiled.append((len(steps_dispatched), kwargs.get("fun_name")))
 
   monkeypatch.setattr(dispatch, "StepWindow", CountingWindow)
-  spec = importlib.util.spec_from_file_location("demo", cli.REPO / "configs" / "demo.py")
-  demo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(demo)
-  config = demo.get_config("smoke")  # 6 steps, logs every 2 and checkpoints every 3.
+  config = cli.recipe_config("configs/demo.py:smoke")  # 6 steps, logs every 2 and checkpoints every 3.
   config.data.data_dir = synthetic_data_dir
   config.fewshot.shots = ()
   jax.monitoring.register_event_duration_secs_listener(on_event)

@@ -59,9 +59,6 @@ def create(name: str, num_classes: int | None = 1000, dtype=jnp.float32,
   `remat` (one of REMAT_POLICIES) trades compute for activation memory, see `ResNetV2`.
   """
   depth, width = parse_name(name)
-  if remat not in REMAT_POLICIES:
-    raise errors.ConfigError(f"remat must be one of {REMAT_POLICIES}, got {remat!r} "
-                             "(--config.remat).")
   return ResNetV2(depth=depth, width=width, num_classes=num_classes,
                   head_bias_init=head_bias_init, dtype=dtype, remat=remat)
 

@@ -176,6 +176,13 @@ class ResNetV2(nn.Module):
   remat: str = "none"
   kernels_standardized: bool = False
 
+  def __post_init__(self):
+    # At construction (models.create, experiment.build), before anything is traced.
+    if self.remat not in REMAT_POLICIES:
+      raise errors.ConfigError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r} "
+                               "(--config.remat).")
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, images):
     """Maps images (B, H, W, 3) in [-1, 1] to float32 logits (B, num_classes).
@@ -186,9 +193,6 @@ class ResNetV2(nn.Module):
       raise ValueError(f"ResNetV2 width must be a positive integer, got {self.width!r}.")
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"ResNetV2 expects images of shape (B, H, W, 3), got {images.shape}.")
-    if self.remat not in REMAT_POLICIES:
-      raise errors.ConfigError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r} "
-                               "(--config.remat).")
     root_features = 64 * self.width
     x = StdConv(root_features, (7, 7), strides=2, padding=3, dtype=self.dtype,
                 kernels_standardized=self.kernels_standardized, name="root_conv")(images)

@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from big_transfer import errors
+from big_transfer import command_line, errors
 from big_transfer.sweep import report, runner, spec
 
 FLAGS = flags.FLAGS
@@ -71,8 +71,7 @@ def _selected(members: list[spec.Member]) -> list[spec.Member]:
 
 
 def _run(argv) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  command_line.refuse_positional_arguments(argv)
   workdir = FLAGS.workdir
   if FLAGS.report and not FLAGS.sweep:
     for path in report.write(workdir):
