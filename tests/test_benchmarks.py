@@ -1,11 +1,11 @@
-"""The train-step and memory benchmarks at a tiny size: their fields, JSON and ratio lines."""
+"""The benchmarks at a tiny size: their fields, JSON and ratio lines."""
 
 import json
 
 import jax
 import pytest
 
-from benchmarks import device_peaks, memory, train_step
+from benchmarks import device_peaks, group_norm, memory, train_step
 from big_transfer import tpu_types
 
 
@@ -77,3 +77,24 @@ def test_device_peaks_come_from_the_tpu_table_and_the_gpu_datasheets():
   assert device_peaks.peak_flops_per_device("cpu", "f32") is None
   with pytest.raises(ValueError, match="precision must be one of .*'fp8'"):
     device_peaks.peak_flops_per_device("TPU v4", "fp8")
+
+
+def test_group_norm_benchmark_times_three_norms_and_measures_their_precision(capsys):
+  group_norm.main(["--shape=2,4,4,64", "--shape=1,2,2,32", "--rounds=3", "--steps=1", "--json"])
+  result = json.loads(capsys.readouterr().out)
+  assert [row["shape"] for row in result["rows"]] == [[2, 4, 4, 64], [1, 2, 2, 32]]
+  for row in result["rows"]:
+    assert set(row["seconds"]) == {"ours", "flax two-pass", "flax fast"}
+    assert all(s > 0 for s in row["seconds"].values())
+  assert result["ratio"] == pytest.approx(
+      (result["rows"][0]["two_pass_over_ours"] + result["rows"][1]["two_pass_over_ours"]) / 2)
+  # Groups of mean 1e4 and spread 1: E[x^2] - E[x]^2 loses them, ours and two passes do not.
+  errors = result["large_mean_error"]
+  assert errors["ours"] < 3e-3 and errors["flax two-pass"] < 3e-3 and errors["flax fast"] > 1
+  assert group_norm.report(result).splitlines()[-1] == f"two-pass/ours = {result['ratio']:.2f}"
+
+
+def test_group_norm_benchmark_rejects_a_shape_without_whole_groups(capsys):
+  with pytest.raises(SystemExit):
+    group_norm.parse_args(["--shape=2,4,4,48"])
+  assert "--shape=2,4,4,48: give B,H,W,C with C a multiple of 32" in capsys.readouterr().err

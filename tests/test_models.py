@@ -84,17 +84,57 @@ def test_root_max_pool_pads_with_zeros_not_minus_infinity():
   assert np.all(pooled[:, 1:, 1:, :] == -1)  # windows inside the image
 
 
-def test_group_norm_variance_is_centred_and_exact_for_a_large_mean():
-  # Per group: mean 1e4, spread 1. E[x^2] - E[x]^2 loses the spread to float32 rounding.
-  rng = np.random.default_rng(0)
-  x = (1e4 + rng.standard_normal((2, 4, 4, 64))).astype(np.float32)
-  norm = resnetv2.group_norm("gn", jnp.float32)
-  ours = norm.apply(norm.init(jax.random.key(0), x), x)
-  groups = x.astype(np.float64).reshape(2, 4, 4, 32, 2)
+def _group_norm_float64(x):
+  groups = x.astype(np.float64).reshape(*x.shape[:3], resnetv2.GN_GROUPS, -1)
   mean = groups.mean(axis=(1, 2, 4), keepdims=True)
   var = groups.var(axis=(1, 2, 4), keepdims=True)
-  expected = ((groups - mean) / np.sqrt(var + resnetv2.GN_EPSILON)).reshape(x.shape)
-  np.testing.assert_allclose(ours, expected, atol=2e-3)
+  return ((groups - mean) / np.sqrt(var + resnetv2.GN_EPSILON)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("first_pixel", ["typical", "outlier"])
+def test_group_norm_is_exact_for_a_large_mean(first_pixel):
+  # Per group: mean 1e4, spread 1, so E[x^2] - E[x]^2 in float32 loses the spread to rounding.
+  # "outlier": the first pixel, from which the one-pass statistics are shifted, lies 3.8
+  # standard deviations above its group's mean, near the most any value can (sqrt(31) for 32).
+  rng = np.random.default_rng(0)
+  x = 1e4 + rng.standard_normal((2, 4, 4, 64))
+  if first_pixel == "outlier":
+    x[:, 0, 0, :] += 30
+  x = x.astype(np.float32)
+  norm = resnetv2.GroupNorm(jnp.float32)
+  ours = norm.apply(norm.init(jax.random.key(0), x), x)
+  np.testing.assert_allclose(ours, _group_norm_float64(x), atol=2e-3)
+
+
+def test_group_norm_matches_flax_two_pass_group_norm_and_its_gradients():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(3 + 2 * rng.standard_normal((2, 5, 3, 64)), jnp.float32)
+  weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  ours = resnetv2.GroupNorm(jnp.float32)
+  flax_gn = nn.GroupNorm(num_groups=resnetv2.GN_GROUPS, epsilon=resnetv2.GN_EPSILON,
+                         use_fast_variance=False)
+  variables = ours.init(jax.random.key(0), x)
+  variables = jax.tree.map(lambda v: v + jnp.asarray(rng.standard_normal(v.shape), v.dtype),
+                           variables)  # Not the identity scale and zero bias.
+  assert jax.tree.structure(variables) == jax.tree.structure(flax_gn.init(jax.random.key(0), x))
+
+  def loss(norm):
+    return jax.value_and_grad(lambda v, x: jnp.sum(norm.apply(v, x) * weights), (0, 1))
+  (got, got_grads), (want, want_grads) = loss(ours)(variables, x), loss(flax_gn)(variables, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(w))))
+
+
+def test_group_norm_in_bfloat16_keeps_float32_statistics():
+  x = jnp.asarray(1e3 + np.random.default_rng(0).standard_normal((2, 4, 4, 64)), jnp.bfloat16)
+  norm = resnetv2.GroupNorm(jnp.bfloat16)
+  ours = norm.apply(norm.init(jax.random.key(0), x), x)
+  assert ours.dtype == jnp.bfloat16
+  # bfloat16 holds 1e3 + x to within 4: what is normalized is the rounded input, to bf16 output
+  # precision (3 significant digits).
+  np.testing.assert_allclose(ours.astype(np.float32), _group_norm_float64(np.asarray(
+      x.astype(jnp.float32))), atol=3e-2)
 
 
 def test_head_bias_starts_at_head_bias_init():

@@ -120,13 +120,43 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: int, padding: int) ->
   return jax.lax.platform_dependent(x, kernel, cpu=by_patches, default=by_convolution)
 
 
-def group_norm(name: str, dtype) -> nn.GroupNorm:
-  """BiT's GroupNorm: 32 groups, eps 1e-5, float32 scale and offset."""
-  # Statistics are computed in float32 by flax whatever `dtype` is. The variance is the mean of
-  # squared deviations, as the reference computes it: E[x^2] - E[x]^2 cancels catastrophically
-  # when a group's mean is large against its spread.
-  return nn.GroupNorm(num_groups=GN_GROUPS, epsilon=GN_EPSILON, dtype=dtype,
-                      param_dtype=jnp.float32, use_fast_variance=False, name=name)
+class GroupNorm(nn.Module):
+  """BiT's GroupNorm: 32 groups, eps 1e-5, float32 `scale` and `bias` per channel.
+
+  Statistics and normalization run in float32 whatever `dtype` (the output's) is.
+  - One pass for both moments: the mean and the mean square of each group's deviations from a
+    shift, the group's mean at its first pixel. The shift is one of the group's own values, so
+    the cancellation that makes E[x^2] - E[x]^2 useless for a group whose mean is large against
+    its spread stays bounded: a value lies at most sqrt(n) standard deviations from the mean of
+    n values, and in practice within a few.
+  - The normalization is one multiply-add per value, x * m + o, with m and o per example and
+    channel (scale and bias folded in); its backward pass is lighter than that of
+    (x - mean) * rsqrt(var + eps) * scale + bias. The output then rounds like x * m: within
+    float32's precision times |mean| / spread, as the two-pass form's rounded mean does.
+  `benchmarks/group_norm.py` times it beside flax's forms and measures their precision.
+  """
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    if x.ndim != 4 or channels % GN_GROUPS:
+      raise ValueError(f"GroupNorm expects (B, H, W, C) with C a multiple of {GN_GROUPS}, got "
+                       f"{x.shape}.")
+    grouped = (GN_GROUPS, channels // GN_GROUPS)
+    scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32).reshape(grouped)
+    bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32).reshape(grouped)
+    groups = x.astype(jnp.float32).reshape(*x.shape[:3], *grouped)
+    axes = (1, 2, 4)
+    # Any shift gives the same moments in exact arithmetic, so no gradient flows through it.
+    shift = jax.lax.stop_gradient(jnp.mean(groups[:, :1, :1], axis=4, keepdims=True))
+    deviations = groups - shift
+    mean = jnp.mean(deviations, axes, keepdims=True)
+    variance = jnp.maximum(jnp.mean(jnp.square(deviations), axes, keepdims=True)
+                           - jnp.square(mean), 0.0)
+    multiplier = jax.lax.rsqrt(variance + GN_EPSILON) * scale
+    offset = bias - (shift + mean) * multiplier
+    return (groups * multiplier + offset).reshape(x.shape).astype(self.dtype)
 
 
 class Bottleneck(nn.Module):
@@ -141,14 +171,14 @@ class Bottleneck(nn.Module):
     out_features = 4 * self.mid_features
     conv = functools.partial(StdConv, dtype=self.dtype,
                              kernels_standardized=self.kernels_standardized)
-    y = nn.relu(group_norm("gn1", self.dtype)(x))
+    y = nn.relu(GroupNorm(self.dtype, name="gn1")(x))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out_features:
       shortcut = conv(out_features, (1, 1), self.strides, name="conv_proj")(y)
     y = conv(self.mid_features, (1, 1), name="conv1")(y)
-    y = nn.relu(group_norm("gn2", self.dtype)(y))
+    y = nn.relu(GroupNorm(self.dtype, name="gn2")(y))
     y = conv(self.mid_features, (3, 3), self.strides, padding=1, name="conv2")(y)
-    y = nn.relu(group_norm("gn3", self.dtype)(y))
+    y = nn.relu(GroupNorm(self.dtype, name="gn3")(y))
     y = conv(out_features, (1, 1), name="conv3")(y)
     return shortcut + y
 
@@ -205,7 +235,7 @@ class ResNetV2(nn.Module):
         x = nn.remat(_stage, static_argnums=(2, 3))(self, x, stage, units)
       else:
         x = _stage(self, x, stage, units)
-    x = nn.relu(group_norm("norm_pre_head", self.dtype)(x))
+    x = nn.relu(GroupNorm(self.dtype, name="norm_pre_head")(x))
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes is None:
       return features
