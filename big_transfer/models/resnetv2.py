@@ -149,7 +149,9 @@ class GroupNorm(nn.Module):
     groups = x.astype(jnp.float32).reshape(*x.shape[:3], *grouped)
     axes = (1, 2, 4)
     # Any shift gives the same moments in exact arithmetic, so no gradient flows through it.
-    shift = jax.lax.stop_gradient(jnp.mean(groups[:, :1, :1], axis=4, keepdims=True))
+    # Slices, not indexing, which lowers to a gather TFLite lacks.
+    first_pixel = jax.lax.slice_in_dim(jax.lax.slice_in_dim(groups, 0, 1, axis=1), 0, 1, axis=2)
+    shift = jax.lax.stop_gradient(jnp.mean(first_pixel, axis=4, keepdims=True))
     deviations = groups - shift
     mean = jnp.mean(deviations, axes, keepdims=True)
     variance = jnp.maximum(jnp.mean(jnp.square(deviations), axes, keepdims=True)
