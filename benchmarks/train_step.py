@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks import device_peaks, reference_step
 from big_transfer import config as config_lib
-from big_transfer import data, dispatch, experiment, models, preflight
+from big_transfer import data, dispatch, experiment, models, preflight, sharding, steps
 
 PRECISIONS = {"bf16": "bfloat16", "f32": "float32"}
 NUM_CLASSES = 1000
@@ -106,28 +106,36 @@ class Timed:
     return time.perf_counter() - start
 
 
-def compile_step(name: str, jitted, state, batch, grad_accum_steps: int) -> Timed:
+def compile_step(name: str, jitted, state, batch, grad_accum_steps: int, unrolled: bool
+                 ) -> Timed:
   start = time.perf_counter()
   compiled = jitted.lower(state, batch).compile()
   seconds = time.perf_counter() - start
   # Counted as the pre-flight counts them: the accumulation loop's body times its trips.
   return Timed(name, compiled, state, seconds,
-               float(preflight.step_flops(compiled, grad_accum_steps)),
+               float(preflight.step_flops(compiled, grad_accum_steps, unrolled)),
                compiled.memory_analysis().temp_size_in_bytes)
 
 
-def build_experiment(args: argparse.Namespace, num_devices: int) -> experiment.Experiment:
-  """The measured run resolved (`experiment.build`) without reading data."""
+def build_experiment(args: argparse.Namespace, num_devices: int, devices=None
+                     ) -> experiment.Experiment:
+  """The measured run resolved (`experiment.build`) without reading data, on `devices` (by
+  default the job's)."""
   info = data.DatasetInfo(num_train_examples=1_281_167, image_size=(args.resolution,) * 2,
                           num_classes=NUM_CLASSES, class_names=None)
-  return experiment.build(run_config(args, num_devices), dataset_info=info)
+  config = run_config(args, num_devices)
+  mesh = None if devices is None else sharding.make_mesh(
+      config.mesh.data, config.mesh.fsdp, devices=devices)
+  return experiment.build(config, mesh=mesh, dataset_info=info)
 
 
 def build_ours(args: argparse.Namespace, num_devices: int):
   exp = build_experiment(args, num_devices)
   batch = random_batch(exp.config.batch_size, args.resolution, exp.batch_sharding)
   state = exp.steps.create(jax.random.key(0))
-  return exp, batch, compile_step("ours", exp.steps.train, state, batch, args.grad_accum)
+  unrolled = steps.accumulation_unrolled(exp.mesh.devices.flat[0].platform)
+  return exp, batch, compile_step("ours", exp.steps.train, state, batch, args.grad_accum,
+                                  unrolled)
 
 
 def build_reference(args: argparse.Namespace, exp: experiment.Experiment, batch: dict) -> Timed:
@@ -135,7 +143,7 @@ def build_reference(args: argparse.Namespace, exp: experiment.Experiment, batch:
       PRECISIONS[args.precision]), (args.resolution, args.resolution, 3), exp.mesh,
       args.grad_accum)
   return compile_step("reference", step, create(jax.random.key(0)), batch,
-                      args.grad_accum)
+                      args.grad_accum, unrolled=False)  # A plain lax.scan on every platform.
 
 
 def pipeline_images_per_sec(args: argparse.Namespace, global_batch: int, batches: int = 10

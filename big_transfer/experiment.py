@@ -42,9 +42,10 @@ def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
   replicated = sharding.replicated(mesh)
   create = functools.partial(steps.create_train_state, model=model, optimizer=optimizer,
                              image_shape=image_shape)
-  train = functools.partial(steps.train_step, model=model, optimizer=optimizer,
-                            learning_rate=schedule.learning_rate, loss_name=loss_name,
-                            grad_accum_steps=grad_accum_steps)
+  train = functools.partial(
+      steps.train_step, model=model, optimizer=optimizer, learning_rate=schedule.learning_rate,
+      loss_name=loss_name, grad_accum_steps=grad_accum_steps,
+      unroll_accumulation=steps.accumulation_unrolled(mesh.devices.flat[0].platform))
   evaluate = functools.partial(steps.eval_step, model=model, loss_name=loss_name)
   features = functools.partial(steps.features_step,
                                model=dataclasses.replace(model, num_classes=None))

@@ -1,5 +1,6 @@
 """The benchmarks at a tiny size: their fields, JSON and ratio lines."""
 
+import importlib.util
 import json
 
 import jax
@@ -98,3 +99,31 @@ def test_group_norm_benchmark_rejects_a_shape_without_whole_groups(capsys):
   with pytest.raises(SystemExit):
     group_norm.parse_args(["--shape=2,4,4,48"])
   assert "--shape=2,4,4,48: give B,H,W,C with C a multiple of 32" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                    reason="libtpu (pip install -e '.[tpu]') compiles for TPUs")
+def test_memory_benchmark_compiles_for_a_tpu_slice(capsys, monkeypatch):
+  # The variables the compile sets for libtpu are removed again after the test.
+  for variable in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE"):
+    monkeypatch.setenv(variable, "")
+    monkeypatch.delenv(variable)
+  result = memory.measure(memory.parse_args([
+      "--model=R14x1", "--topology=v5litepod-1", "--fsdp=1", "--batch=2", "--resolution=16",
+      "--precision=bf16"]))
+  assert result["devices"] == 1 and result["device_kind"] == "TPU v5 lite"
+  data_parallel, fsdp = result["rows"]
+  assert fsdp == dict(data_parallel, layout="fsdp")  # One mesh, compiled once.
+  assert 0 < data_parallel["temp_bytes"] < data_parallel["total_bytes"]
+  assert data_parallel["total_bytes"] > data_parallel["param_opt_bytes"]
+  assert "1 TPU v5 lite devices (v5litepod-1)" in memory.report(result).splitlines()[0]
+
+
+def test_memory_benchmark_takes_devices_from_the_topology(capsys):
+  with pytest.raises(SystemExit):
+    memory.parse_args(["--topology=v5litepod-4", "--devices=8"])
+  assert "--devices and --topology both say how many devices" in capsys.readouterr().err
+  assert memory.parse_args(["--topology=v5litepod-4", "--fsdp=4"]).devices == 4
+  with pytest.raises(SystemExit):
+    memory.parse_args(["--topology=v9-8"])
+  assert "--topology=v9-8:" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pytest
 
 import cli
 from big_transfer import config as config_lib
-from big_transfer import errors, models, preflight, tpu_types
+from big_transfer import errors, models, preflight, steps, tpu_types
 
 GIB = 2**30
 MIB = 2**20
@@ -140,8 +140,11 @@ def test_one_example_per_device_that_does_not_fit_asks_for_more_chips():
 
 def test_flops_count_the_accumulation_loop_once_per_micro_batch():
   compiled = types.SimpleNamespace(cost_analysis=lambda: {"flops": 3e9})
-  assert preflight.step_flops(compiled, grad_accum_steps=1) == 3e9
-  assert preflight.step_flops(compiled, grad_accum_steps=4) == 12e9
+  assert preflight.step_flops(compiled, grad_accum_steps=1, unrolled=False) == 3e9
+  assert preflight.step_flops(compiled, grad_accum_steps=4, unrolled=False) == 12e9
+  # Unrolled (on CPUs), XLA counts every micro-batch itself.
+  assert preflight.step_flops(compiled, grad_accum_steps=4, unrolled=True) == 3e9
+  assert steps.accumulation_unrolled("cpu") and not steps.accumulation_unrolled("tpu")
 
 
 def _estimate(total_gib: float, flops: float = 1e12) -> preflight.Estimate:

@@ -155,10 +155,11 @@ class _WholeNetwork(nn.Module):
 def test_standardizing_once_per_step_gives_the_update_of_standardizing_per_micro_batch():
   initial = steps.create_train_state(jax.random.key(0), MODEL, OPTIMIZER, (32, 32, 3))
 
-  def two_steps(model, params):
+  def two_steps(model, params, unroll):
     state = initial.replace(params=params, opt_state=OPTIMIZER.init(params))
     step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=OPTIMIZER,
-                                     learning_rate=SCHEDULE.learning_rate, grad_accum_steps=4))
+                                     learning_rate=SCHEDULE.learning_rate, grad_accum_steps=4,
+                                     unroll_accumulation=unroll))
     losses = []
     # The head starts at zero: the body learns from the second step. 16 px keeps it cheap.
     for batch in [{**b, "image": b["image"][:, :16, :16]} for b in _batches(2)]:
@@ -166,9 +167,10 @@ def test_standardizing_once_per_step_gives_the_update_of_standardizing_per_micro
       losses.append(float(metrics["loss"]))
     return state.params, losses
 
-  once, once_losses = two_steps(MODEL, initial.params)
+  # The loop of accelerators beside the unrolled micro-batches of CPUs: the same update.
+  once, once_losses = two_steps(MODEL, initial.params, unroll=False)
   per_micro_batch, per_micro_batch_losses = two_steps(_WholeNetwork(MODEL),
-                                                      {"net": initial.params})
+                                                      {"net": initial.params}, unroll=True)
   assert not np.allclose(once["block4_unit01"]["conv3"]["kernel"],
                          initial.params["block4_unit01"]["conv3"]["kernel"])
   np.testing.assert_allclose(once_losses, per_micro_batch_losses, rtol=1e-6)
