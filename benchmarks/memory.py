@@ -93,7 +93,7 @@ def measure(args: argparse.Namespace) -> dict:
         f"--model={args.model}", f"--resolution={args.resolution}", f"--batch={args.batch}",
         f"--precision={args.precision}", f"--mesh.data={mesh_data}", f"--mesh.fsdp={mesh_fsdp}",
         f"--grad_accum={args.grad_accum}", f"--remat={remat}"])
-    exp = train_step.build_experiment(step_args, args.devices, devices)
+    exp = train_step.build_experiment(step_args, devices)
     state, batch_shapes = preflight.abstract_inputs(exp)
     result = {
         "layout": layout, "remat": remat, "mesh": dict(exp.mesh.shape),

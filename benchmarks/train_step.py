@@ -117,20 +117,19 @@ def compile_step(name: str, jitted, state, batch, grad_accum_steps: int, unrolle
                compiled.memory_analysis().temp_size_in_bytes)
 
 
-def build_experiment(args: argparse.Namespace, num_devices: int, devices=None
-                     ) -> experiment.Experiment:
+def build_experiment(args: argparse.Namespace, devices=None) -> experiment.Experiment:
   """The measured run resolved (`experiment.build`) without reading data, on `devices` (by
   default the job's)."""
   info = data.DatasetInfo(num_train_examples=1_281_167, image_size=(args.resolution,) * 2,
                           num_classes=NUM_CLASSES, class_names=None)
-  config = run_config(args, num_devices)
+  config = run_config(args, jax.device_count() if devices is None else len(devices))
   mesh = None if devices is None else sharding.make_mesh(
       config.mesh.data, config.mesh.fsdp, devices=devices)
   return experiment.build(config, mesh=mesh, dataset_info=info)
 
 
-def build_ours(args: argparse.Namespace, num_devices: int):
-  exp = build_experiment(args, num_devices)
+def build_ours(args: argparse.Namespace):
+  exp = build_experiment(args)
   batch = random_batch(exp.config.batch_size, args.resolution, exp.batch_sharding)
   state = exp.steps.create(jax.random.key(0))
   unrolled = steps.accumulation_unrolled(exp.mesh.devices.flat[0].platform)
@@ -169,7 +168,7 @@ def pipeline_images_per_sec(args: argparse.Namespace, global_batch: int, batches
 
 def measure(args: argparse.Namespace) -> dict:
   num_devices = jax.device_count()
-  exp, batch, ours = build_ours(args, num_devices)
+  exp, batch, ours = build_ours(args)
   contenders = [ours] if args.no_reference else [ours, build_reference(args, exp, batch)]
   for contender in contenders:
     contender.run(batch, args.warmup)

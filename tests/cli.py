@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -73,3 +75,16 @@ def assert_container_command_passes_shellcheck(tmp_path, command: str) -> None:
   script = tmp_path / "start.sh"
   script.write_text("#!/bin/sh\n" + command + "\n")
   assert_shellcheck_passes(script)
+
+
+needs_libtpu = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="libtpu (pip install -e '.[tpu]') compiles for TPUs; it exists for x86-64 Linux only")
+
+
+def forget_libtpu_variables(monkeypatch) -> None:
+  """Removes again after the test the variables `preflight.compile_devices` sets for libtpu
+  (setenv records their absence, which delenv of an absent variable would not)."""
+  for variable in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE"):
+    monkeypatch.setenv(variable, "")
+    monkeypatch.delenv(variable)

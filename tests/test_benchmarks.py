@@ -1,11 +1,11 @@
 """The benchmarks at a tiny size: their fields, JSON and ratio lines."""
 
-import importlib.util
 import json
 
 import jax
 import pytest
 
+import cli
 from benchmarks import device_peaks, group_norm, memory, train_step
 from big_transfer import tpu_types
 
@@ -101,13 +101,9 @@ def test_group_norm_benchmark_rejects_a_shape_without_whole_groups(capsys):
   assert "--shape=2,4,4,48: give B,H,W,C with C a multiple of 32" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                    reason="libtpu (pip install -e '.[tpu]') compiles for TPUs")
+@cli.needs_libtpu
 def test_memory_benchmark_compiles_for_a_tpu_slice(capsys, monkeypatch):
-  # The variables the compile sets for libtpu are removed again after the test.
-  for variable in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE"):
-    monkeypatch.setenv(variable, "")
-    monkeypatch.delenv(variable)
+  cli.forget_libtpu_variables(monkeypatch)
   result = memory.measure(memory.parse_args([
       "--model=R14x1", "--topology=v5litepod-1", "--fsdp=1", "--batch=2", "--resolution=16",
       "--precision=bf16"]))

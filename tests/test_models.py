@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import bit_reference
+from benchmarks import group_norm
 from big_transfer import interop, losses, models
 from big_transfer.models import resnetv2
 
@@ -84,13 +85,6 @@ def test_root_max_pool_pads_with_zeros_not_minus_infinity():
   assert np.all(pooled[:, 1:, 1:, :] == -1)  # windows inside the image
 
 
-def _group_norm_float64(x):
-  groups = x.astype(np.float64).reshape(*x.shape[:3], resnetv2.GN_GROUPS, -1)
-  mean = groups.mean(axis=(1, 2, 4), keepdims=True)
-  var = groups.var(axis=(1, 2, 4), keepdims=True)
-  return ((groups - mean) / np.sqrt(var + resnetv2.GN_EPSILON)).reshape(x.shape)
-
-
 @pytest.mark.parametrize("first_pixel", ["typical", "outlier"])
 def test_group_norm_is_exact_for_a_large_mean(first_pixel):
   # Per group: mean 1e4, spread 1, so E[x^2] - E[x]^2 in float32 loses the spread to rounding.
@@ -103,7 +97,7 @@ def test_group_norm_is_exact_for_a_large_mean(first_pixel):
   x = x.astype(np.float32)
   norm = resnetv2.GroupNorm(jnp.float32)
   ours = norm.apply(norm.init(jax.random.key(0), x), x)
-  np.testing.assert_allclose(ours, _group_norm_float64(x), atol=2e-3)
+  np.testing.assert_allclose(ours, group_norm.group_norm_float64(x), atol=2e-3)
 
 
 def test_group_norm_matches_flax_two_pass_group_norm_and_its_gradients():
@@ -133,7 +127,7 @@ def test_group_norm_in_bfloat16_keeps_float32_statistics():
   assert ours.dtype == jnp.bfloat16
   # bfloat16 holds 1e3 + x to within 4: what is normalized is the rounded input, to bf16 output
   # precision (3 significant digits).
-  np.testing.assert_allclose(ours.astype(np.float32), _group_norm_float64(np.asarray(
+  np.testing.assert_allclose(ours.astype(np.float32), group_norm.group_norm_float64(np.asarray(
       x.astype(jnp.float32))), atol=3e-2)
 
 

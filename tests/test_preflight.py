@@ -2,7 +2,6 @@
 and real compiles for TPU slices on this CPU machine (with libtpu; skipped where it is not
 installed)."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -17,10 +16,6 @@ from big_transfer import errors, models, preflight, steps, tpu_types
 
 GIB = 2**30
 MIB = 2**20
-
-needs_libtpu = pytest.mark.skipif(
-    importlib.util.find_spec("libtpu") is None,
-    reason="libtpu (pip install -e '.[tpu]') compiles for TPUs; it exists for x86-64 Linux only")
 
 
 @pytest.mark.parametrize("name, jax_topology, chips, devices, chip_config", [
@@ -242,13 +237,9 @@ def test_when_xla_runs_out_of_memory_the_step_does_not_fit(monkeypatch):
   assert float(state[2]) == pytest.approx(4 * (16 * 16 * 3 + 10) * 4 / 2**10, abs=0.01)
 
 
-@needs_libtpu
+@cli.needs_libtpu
 def test_v4_and_v5p_devices_are_chips_and_v3_devices_are_tensorcores(monkeypatch):
-  # The variables the pre-flight sets for libtpu are removed again after the test (setenv
-  # records their absence, which delenv of an absent variable would not).
-  for variable in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE"):
-    monkeypatch.setenv(variable, "")
-    monkeypatch.delenv(variable)
+  cli.forget_libtpu_variables(monkeypatch)
   for name, kind, cores in (("v4-8", "TPU v4", 2), ("v5p-8", "TPU v5", 2), ("v3-8", "TPU v3", 1),
                             ("v5litepod-1", "TPU v5 lite", 1)):
     tpu_slice = tpu_types.parse_slice(name)
@@ -270,7 +261,7 @@ def _reported_bytes(report: str, name: str) -> float:
   return float(match[1]) * {"B": 1, "KiB": 2**10, "MiB": MIB, "GiB": GIB}[match[2]]
 
 
-@needs_libtpu
+@cli.needs_libtpu
 def test_a_tiny_run_compiles_for_a_v4_slice_and_fits():
   # v4-8: 4 chips of 2 TensorCores compiled for as 4 devices (megacore); 32 GiB each.
   result = _preflight_cli("--config=configs/demo.py:smoke", "--topology=v4-8",
@@ -295,7 +286,7 @@ def test_a_tiny_run_compiles_for_a_v4_slice_and_fits():
   assert report.rstrip().endswith("per device") and "\nfits: " in report
 
 
-@needs_libtpu
+@cli.needs_libtpu
 def test_parameters_beyond_the_memory_do_not_fit_and_fsdp_is_suggested():
   # A 2M-class head: 2048 x 2M float32 weights and their momentum are 30.5 GiB on each v5e chip
   # of 16 GiB, known before compiling.
