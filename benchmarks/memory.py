@@ -7,7 +7,7 @@ libtpu's compiler describes them (no TPU needed, as the pre-flight does). The pe
 the parameters and the optimizer state follow from their shardings, the batch's from the batch
 sharding, and the temporaries are `compiled.memory_analysis()`'s. The parameter, optimizer and
 batch bytes are exact on any backend; the temporaries are the compiler's: the TPU compiler's are
-what the chip will hold, XLA:CPU's only an estimate for an accelerator. XLA:CPU also undoes remat
+what the chip will hold, XLA:CPU's only an estimate for an accelerator. XLA:CPU's barely show remat
 (`benchmarks/residuals.py`), so each row adds the activations the backward pass keeps for one
 device's micro-batch, counted from the program (`activations`, an upper bound on what a
 compiler keeps); compiled for a TPU, the temporaries show what remat really saves.
