@@ -1,5 +1,9 @@
 """prefetch_to_mesh: host batches become global arrays laid out on the 8 fake CPU devices."""
 
+import logging
+import threading
+import time
+
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -52,3 +56,46 @@ def test_an_error_in_the_host_batches_reaches_the_consumer(sharding):
 def test_prefetch_size_must_be_positive(sharding):
   with pytest.raises(ValueError, match="size must be >= 1 batch, got 0"):
     device_feed.prefetch_to_mesh(_host_batches(1), sharding, size=0)
+
+
+def _producers():
+  return [t for t in threading.enumerate() if t.name == "prefetch_to_mesh"]
+
+
+def test_closing_waits_for_the_producer_to_finish_its_batch(sharding):
+  # A producer left inside the source when the interpreter exits aborts the process.
+  making = threading.Event()
+
+  def slow():
+    for batch in _host_batches(10):
+      making.set()
+      time.sleep(0.3)
+      yield batch
+
+  fed = device_feed.prefetch_to_mesh(slow(), sharding, size=1)
+  next(fed)
+  making.clear()
+  assert making.wait(5)  # The producer is inside the source, making the next batch.
+  fed.close()
+  assert not _producers()
+
+
+def test_closing_gives_up_on_a_stuck_source_with_a_warning(sharding, monkeypatch, caplog):
+  monkeypatch.setattr(device_feed, "_JOIN_TIMEOUT_S", 0.2)
+  release = threading.Event()
+
+  def stuck():
+    yield from _host_batches(1)
+    release.wait()
+    yield from _host_batches(1)
+
+  fed = device_feed.prefetch_to_mesh(stuck(), sharding, size=1)
+  next(fed)
+  with caplog.at_level(logging.WARNING):
+    fed.close()
+  assert "did not hand over a batch within 0 s of being closed" in caplog.text
+  assert _producers()
+  release.set()  # The producer then finds the consumer gone and ends.
+  for thread in _producers():
+    thread.join(5)
+  assert not _producers()

@@ -4,10 +4,13 @@ from collections.abc import Iterator
 import queue
 import threading
 
+from absl import logging
 import jax
 
 # How long the producer waits on a full queue before checking whether the consumer left.
 _PUT_TIMEOUT_S = 0.1
+# How long closing the iterator waits for the producer to finish the batch it is making.
+_JOIN_TIMEOUT_S = 60.0
 _DONE = object()
 
 
@@ -33,6 +36,7 @@ def prefetch_to_mesh(batches: Iterator[dict], sharding: jax.sharding.NamedShardi
 
   Returns:
     An iterator of the same dicts of global jax.Arrays. An error in `batches` is raised from it.
+    Its `close()` stops the thread, waiting for the batch it is making (up to a minute).
   """
   if size < 1:
     raise ValueError(f"size must be >= 1 batch, got {size}.")
@@ -59,7 +63,8 @@ def prefetch_to_mesh(batches: Iterator[dict], sharding: jax.sharding.NamedShardi
     except BaseException as error:  # Handed to the consumer, which re-raises it.
       put(_Failure(error))
 
-  threading.Thread(target=produce, name="prefetch_to_mesh", daemon=True).start()
+  producer = threading.Thread(target=produce, name="prefetch_to_mesh", daemon=True)
+  producer.start()
 
   def consume():
     try:
@@ -69,5 +74,11 @@ def prefetch_to_mesh(batches: Iterator[dict], sharding: jax.sharding.NamedShardi
         yield item
     finally:
       consumer_left.set()
+      # A producer still inside TF or JAX when the interpreter exits aborts the process
+      # ("FATAL: exception not rethrown"), so closing waits for it to finish its batch.
+      producer.join(_JOIN_TIMEOUT_S)
+      if producer.is_alive():
+        logging.warning("The input pipeline did not hand over a batch within %.0f s of being "
+                        "closed; leaving its thread behind.", _JOIN_TIMEOUT_S)
 
   return consume()
