@@ -56,6 +56,12 @@ def dataset_info_without_data(config: ml_collections.ConfigDict) -> data.Dataset
                           num_classes=num_classes, class_names=None)
 
 
+def libtpu_environment(tpu_slice: tpu_types.Slice) -> dict[str, str]:
+  """The variables `compile_devices` sets (where unset) for libtpu to compile for `tpu_slice`."""
+  return {"ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_WORKER_HOSTNAMES": "localhost",
+          "TPU_ACCELERATOR_TYPE": tpu_slice.accelerator_type}
+
+
 def compile_devices(tpu_slice: tpu_types.Slice) -> list[jax.Device]:
   """The devices of `tpu_slice` as libtpu's compiler describes them, without TPU hardware."""
   try:
@@ -68,9 +74,8 @@ def compile_devices(tpu_slice: tpu_types.Slice) -> list[jax.Device]:
   # Compiling opens no chip, so several pre-flights may share a machine (libtpu otherwise locks
   # /tmp/libtpu_lockfile); naming this host as the only worker and the target as the accelerator
   # keeps libtpu from looking for a TPU VM's metadata and warning that there is none.
-  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-  os.environ.setdefault("TPU_ACCELERATOR_TYPE", tpu_slice.accelerator_type)
+  for variable, value in libtpu_environment(tpu_slice).items():
+    os.environ.setdefault(variable, value)
   shape = (*tpu_slice.shape, 1)[:3]
   options = {"chips_per_host_bounds": tuple(map(min, shape, _HOST_BOUNDS))}
   if tpu_slice.chip_config_name:

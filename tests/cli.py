@@ -85,6 +85,7 @@ needs_libtpu = pytest.mark.skipif(
 def forget_libtpu_variables(monkeypatch) -> None:
   """Removes again after the test the variables `preflight.compile_devices` sets for libtpu
   (setenv records their absence, which delenv of an absent variable would not)."""
-  for variable in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE"):
+  from big_transfer import preflight, tpu_types  # noqa: PLC0415  (JAX after conftest's setup)
+  for variable in preflight.libtpu_environment(tpu_types.parse_slice("v5litepod-1")):
     monkeypatch.setenv(variable, "")
     monkeypatch.delenv(variable)
