@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The accelerator measurements of BENCHMARKS.md in one go, on a GPU or TPU host:
 #   1. R50x1 at 224 px, bf16, per-device batch 64/128/256: ours beside the plain reference
-#      (images/s per device, MFU), the input pipeline alone at batch 128 (JPEGs on local disk);
+#      (images/s per device, MFU), the input pipeline alone at batch 128 (JPEGs on local disk),
+#      and at batch 256 in 4 micro-batches, weight standardization once per step against once per
+#      micro-batch;
 #   2. R152x4 at 224 px, bf16: per-device memory of data parallel beside FSDP compiled for as many
 #      devices as this host has (at least 8), judged against this device's memory; on a host with
 #      several devices, R152x4 trained with fsdp over all of them.
@@ -49,6 +51,13 @@ for batch in 64 128 256; do
     --precision=bf16 "${pipeline[@]}" --json > "$name"
   step_report "$name"
 done
+
+name="$out/r50x1_224_bf16_batch256_accum4_ws.json"
+echo "## python -m benchmarks.train_step --model=R50x1 --resolution=224 --batch=256" \
+  "--precision=bf16 --grad_accum=4 --ws_per_micro_batch --no_reference" >> "$report"
+"$py" -m benchmarks.train_step --model=R50x1 --resolution=224 --batch=256 --precision=bf16 \
+  --grad_accum=4 --ws_per_micro_batch --no_reference --json > "$name"
+step_report "$name"
 
 fake_devices=$(( devices > 8 ? devices : 8 ))
 # shellcheck disable=SC2054  # --remat takes a comma-separated list.

@@ -13,12 +13,16 @@ where the device's peak is known (`benchmarks/device_peaks.py`).
 
     python -m benchmarks.train_step --model=R50x1 --resolution=224 --batch=128 --precision=bf16
     python -m benchmarks.train_step --model=R50x1 --resolution=64 --batch=32 --precision=f32 \
-        [--mesh.data=-1 --mesh.fsdp=1] [--grad_accum=K] [--pipeline=jpegs] [--json]
+        [--mesh.data=-1 --mesh.fsdp=1] [--grad_accum=K [--ws_per_micro_batch]] \
+        [--pipeline=jpegs] [--json]
 
 `--batch` is per device per optimizer step (the global batch is batch x devices). With
 `--pipeline=jpegs` (ImageNet-sized JPEGs written to a temporary folder) or `--pipeline=DATASET`
 (a TFDS name or folder:/path), the input pipeline's own images/s (`data.train_batches`, same
-resolution and global batch) is printed beside the step's.
+resolution and global batch) is printed beside the step's. With `--ws_per_micro_batch` (and
+`--grad_accum` > 1) ours is timed a second time as it was before weight standardization moved
+out of the micro-batches (`steps.train_step(parameter_work_once=False)`), in the same alternating
+rounds, and `ours/ours with WS per micro-batch = X.XX` is printed.
 """
 
 import argparse
@@ -53,11 +57,19 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling.")
   parser.add_argument("--no_reference", action="store_true", help="time ours alone.")
+  parser.add_argument("--ws_per_micro_batch", action="store_true", help="also time ours with "
+                      "weight standardization in every micro-batch instead of once per step "
+                      "(needs --grad_accum > 1).")
   parser.add_argument("--pipeline", default="", help="'jpegs', a TFDS name or folder:/path: "
                       "also time the input pipeline alone at this resolution and batch.")
   parser.add_argument("--data_dir", default=None, help="TFDS data_dir for --pipeline.")
   parser.add_argument("--json", action="store_true", help="print one JSON object.")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.ws_per_micro_batch and args.grad_accum < 2:
+    parser.error(f"--ws_per_micro_batch compares standardizing once per step with once per "
+                 f"micro-batch; with --grad_accum={args.grad_accum} they are the same step: "
+                 "give --grad_accum=2 or more.")
+  return args
 
 
 def run_config(args: argparse.Namespace, num_devices: int):
@@ -137,6 +149,19 @@ def build_ours(args: argparse.Namespace):
                                   unrolled)
 
 
+def build_ws_per_micro_batch(args: argparse.Namespace, exp: experiment.Experiment, batch: dict
+                             ) -> Timed:
+  """Ours as it was before weight standardization moved out of the micro-batches: the same
+  jitted steps (`experiment.jit_steps`), with `parameter_work_once=False`."""
+  jitted = experiment.jit_steps(
+      exp.model, exp.optimizer, exp.schedule, exp.mesh, exp.state_shardings, exp.config.loss,
+      exp.config.grad_accum_steps, (args.resolution, args.resolution, 3),
+      parameter_work_once=False)
+  unrolled = steps.accumulation_unrolled(exp.mesh.devices.flat[0].platform)
+  return compile_step("ws_per_micro_batch", jitted.train, jitted.create(jax.random.key(0)),
+                      batch, args.grad_accum, unrolled)
+
+
 def build_reference(args: argparse.Namespace, exp: experiment.Experiment, batch: dict) -> Timed:
   create, step, _, _ = reference_step.build(args.model, NUM_CLASSES, models.dtype_named(
       PRECISIONS[args.precision]), (args.resolution, args.resolution, 3), exp.mesh,
@@ -170,6 +195,8 @@ def measure(args: argparse.Namespace) -> dict:
   num_devices = jax.device_count()
   exp, batch, ours = build_ours(args)
   contenders = [ours] if args.no_reference else [ours, build_reference(args, exp, batch)]
+  if args.ws_per_micro_batch:
+    contenders.append(build_ws_per_micro_batch(args, exp, batch))
   for contender in contenders:
     contender.run(batch, args.warmup)
   seconds = {c.name: [] for c in contenders}
@@ -210,6 +237,14 @@ def measure(args: argparse.Namespace) -> dict:
         "round_ratios": ratios,
         "ratio": statistics.median(ratios),
     })
+  if args.ws_per_micro_batch:
+    ratios = [w / o for o, w in zip(seconds["ours"], seconds["ws_per_micro_batch"])]
+    result.update({
+        "ws_per_micro_batch_step_seconds": statistics.median(seconds["ws_per_micro_batch"]),
+        "ws_per_micro_batch_compile_seconds": contenders[-1].compile_seconds,
+        "ws_round_ratios": ratios,
+        "ws_ratio": statistics.median(ratios),
+    })
   if args.pipeline:
     result["pipeline"] = args.pipeline
     result["pipeline_images_per_sec_total"] = pipeline_images_per_sec(args, global_batch)
@@ -239,6 +274,13 @@ def report(result: dict) -> str:
         f"{mfu(result['reference_mfu'])}, temporaries "
         f"{result['reference_temp_bytes_per_device'] / 2**30:.2f} GiB per device")
     lines.append("round ratios: " + " ".join(f"{r:.3f}" for r in result["round_ratios"]))
+  if "ws_ratio" in result:
+    lines.append(
+        f"ours, WS per micro-batch: step "
+        f"{result['ws_per_micro_batch_step_seconds'] * 1e3:8.1f} ms, compile "
+        f"{result['ws_per_micro_batch_compile_seconds']:.1f} s; round ratios "
+        + " ".join(f"{r:.3f}" for r in result["ws_round_ratios"]))
+    lines.append(f"ours/ours with WS per micro-batch = {result['ws_ratio']:.2f}")
   if "pipeline_images_per_sec_total" in result:
     lines.append(f"input pipeline ({result['pipeline']}) alone: "
                  f"{result['pipeline_images_per_sec_total']:.1f} images/s on this host; the "

@@ -35,9 +35,10 @@ class JittedSteps:
 
 def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
               schedule: optim.Schedule, mesh: jax.sharding.Mesh, state_shardings,
-              loss_name: str, grad_accum_steps: int, image_shape: tuple[int, int, int]
-              ) -> JittedSteps:
-  """Jits the steps of `steps.py` with the state's and the batch's shardings on `mesh`."""
+              loss_name: str, grad_accum_steps: int, image_shape: tuple[int, int, int],
+              parameter_work_once: bool = True) -> JittedSteps:
+  """Jits the steps of `steps.py` with the state's and the batch's shardings on `mesh`
+  (`parameter_work_once`: see `steps.train_step`)."""
   batch = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   create = functools.partial(steps.create_train_state, model=model, optimizer=optimizer,
@@ -45,7 +46,8 @@ def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
   train = functools.partial(
       steps.train_step, model=model, optimizer=optimizer, learning_rate=schedule.learning_rate,
       loss_name=loss_name, grad_accum_steps=grad_accum_steps,
-      unroll_accumulation=steps.accumulation_unrolled(mesh.devices.flat[0].platform))
+      unroll_accumulation=steps.accumulation_unrolled(mesh.devices.flat[0].platform),
+      parameter_work_once=parameter_work_once)
   evaluate = functools.partial(steps.eval_step, model=model, loss_name=loss_name)
   features = functools.partial(steps.features_step,
                                model=dataclasses.replace(model, num_classes=None))

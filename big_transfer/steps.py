@@ -79,7 +79,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                learning_rate: Callable[[jax.Array], jax.Array],
                loss_name: str = "softmax_xent",
                grad_accum_steps: int = 1,
-               unroll_accumulation: bool = False) -> tuple[TrainState, dict]:
+               unroll_accumulation: bool = False,
+               parameter_work_once: bool = True) -> tuple[TrainState, dict]:
   """One optimizer update on a global batch.
 
   Args:
@@ -93,11 +94,18 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     grad_accum_steps: split the batch into this many micro-batches, summed through `lax.scan`,
       so large batches fit in memory; the update equals the full-batch one.
     unroll_accumulation: unroll that loop (see `accumulation_unrolled`).
+    parameter_work_once: run the model's work on the parameters alone (weight standardization,
+      `models.split_parameter_work`) once per step. False runs it in every micro-batch, as a
+      plain step does; the update is the same, and `benchmarks/train_step.py
+      --ws_per_micro_batch` times the two side by side.
   Returns:
     (new state, {"loss", "grad_norm", "learning_rate"}: float32 scalars).
   """
   loss_fn = loss_function(loss_name)
-  prepare, applied = models.split_parameter_work(model)
+  if parameter_work_once:
+    prepare, applied = models.split_parameter_work(model)
+  else:
+    prepare, applied = (lambda params: params), model
 
   def loss_of(prepared, micro):
     logits = applied.apply({"params": prepared}, micro["image"])
