@@ -129,7 +129,8 @@ def compile_step(name: str, jitted, state, batch, grad_accum_steps: int, unrolle
                compiled.memory_analysis().temp_size_in_bytes)
 
 
-def build_experiment(args: argparse.Namespace, devices=None) -> experiment.Experiment:
+def build_experiment(args: argparse.Namespace, devices=None, parameter_work_once: bool = True
+                     ) -> experiment.Experiment:
   """The measured run resolved (`experiment.build`) without reading data, on `devices` (by
   default the job's)."""
   info = data.DatasetInfo(num_train_examples=1_281_167, image_size=(args.resolution,) * 2,
@@ -137,29 +138,28 @@ def build_experiment(args: argparse.Namespace, devices=None) -> experiment.Exper
   config = run_config(args, jax.device_count() if devices is None else len(devices))
   mesh = None if devices is None else sharding.make_mesh(
       config.mesh.data, config.mesh.fsdp, devices=devices)
-  return experiment.build(config, mesh=mesh, dataset_info=info)
+  return experiment.build(config, mesh=mesh, dataset_info=info,
+                          parameter_work_once=parameter_work_once)
+
+
+def compile_run_step(name: str, exp: experiment.Experiment, batch: dict) -> Timed:
+  """The train step of `exp`, compiled, with a fresh state."""
+  unrolled = steps.accumulation_unrolled(exp.mesh.devices.flat[0].platform)
+  return compile_step(name, exp.steps.train, exp.steps.create(jax.random.key(0)), batch,
+                      exp.config.grad_accum_steps, unrolled)
 
 
 def build_ours(args: argparse.Namespace):
   exp = build_experiment(args)
   batch = random_batch(exp.config.batch_size, args.resolution, exp.batch_sharding)
-  state = exp.steps.create(jax.random.key(0))
-  unrolled = steps.accumulation_unrolled(exp.mesh.devices.flat[0].platform)
-  return exp, batch, compile_step("ours", exp.steps.train, state, batch, args.grad_accum,
-                                  unrolled)
+  return exp, batch, compile_run_step("ours", exp, batch)
 
 
-def build_ws_per_micro_batch(args: argparse.Namespace, exp: experiment.Experiment, batch: dict
-                             ) -> Timed:
+def build_ws_per_micro_batch(args: argparse.Namespace, batch: dict) -> Timed:
   """Ours as it was before weight standardization moved out of the micro-batches: the same
-  jitted steps (`experiment.jit_steps`), with `parameter_work_once=False`."""
-  jitted = experiment.jit_steps(
-      exp.model, exp.optimizer, exp.schedule, exp.mesh, exp.state_shardings, exp.config.loss,
-      exp.config.grad_accum_steps, (args.resolution, args.resolution, 3),
-      parameter_work_once=False)
-  unrolled = steps.accumulation_unrolled(exp.mesh.devices.flat[0].platform)
-  return compile_step("ws_per_micro_batch", jitted.train, jitted.create(jax.random.key(0)),
-                      batch, args.grad_accum, unrolled)
+  run built the same way (`experiment.build`), with `parameter_work_once=False`."""
+  return compile_run_step("ws_per_micro_batch",
+                          build_experiment(args, parameter_work_once=False), batch)
 
 
 def build_reference(args: argparse.Namespace, exp: experiment.Experiment, batch: dict) -> Timed:
@@ -196,7 +196,7 @@ def measure(args: argparse.Namespace) -> dict:
   exp, batch, ours = build_ours(args)
   contenders = [ours] if args.no_reference else [ours, build_reference(args, exp, batch)]
   if args.ws_per_micro_batch:
-    contenders.append(build_ws_per_micro_batch(args, exp, batch))
+    contenders.append(build_ws_per_micro_batch(args, batch))
   for contender in contenders:
     contender.run(batch, args.warmup)
   seconds = {c.name: [] for c in contenders}

@@ -95,7 +95,8 @@ class Experiment:
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None,
-          dataset_info: data.DatasetInfo | None = None) -> Experiment:
+          dataset_info: data.DatasetInfo | None = None,
+          parameter_work_once: bool = True) -> Experiment:
   """Resolves `config`; raises a ConfigError/DataError for anything that cannot run.
 
   Args:
@@ -103,6 +104,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
     mesh: the devices to run on; by default `config.mesh` over every device of the job.
     dataset_info: facts of the training data when the data is not at hand (a pre-flight
       compile for another machine); by default read from the data.
+    parameter_work_once: see `steps.train_step`; only the step benchmark turns it off.
   """
   # What the config alone decides first, so a bad value fails before any data is read.
   config_lib.check(config)
@@ -126,6 +128,6 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   state_shardings = sharding.param_shardings(abstract_state, mesh)
   record = run_record.RunRecord.of_run(config, num_classes, info.class_names)
   jitted = jit_steps(model, optimizer, schedule, mesh, state_shardings, config.loss,
-                     config.grad_accum_steps, image_shape)
+                     config.grad_accum_steps, image_shape, parameter_work_once)
   return Experiment(config, mesh, input_cfg, info, model, schedule, optimizer, abstract_state,
                     state_shardings, record, jitted)
