@@ -3,7 +3,7 @@
 Runs the real sharded train step (the demo's R14x1 at 32 px, batch 32, on the local devices) on
 in-memory batches, so only the step and the checkpoints are measured. In alternating rounds it
 times `--steps` steps without checkpoints and the same steps saving every `--every` steps with
-`big_transfer.checkpoints.Checkpoints` (orbax, asynchronous), and reports the median ratio of
+`big_transfer.training.checkpoints.Checkpoints` (orbax, asynchronous), and reports the median ratio of
 the rounds' throughputs. Goal: under 5% overhead at the demo's interval (every 100 steps).
 
     python -m benchmarks.checkpoint_overhead [--every 100] [--steps 200] [--rounds 3]
@@ -16,7 +16,13 @@ import time
 import jax
 import numpy as np
 
-from big_transfer import checkpoints, data, dispatch, experiment
+from big_transfer import data
+
+from big_transfer.training import checkpoints
+
+from big_transfer.training import step_window
+
+from big_transfer.training import experiment
 from configs import demo
 
 
@@ -58,7 +64,7 @@ def _images_per_second(exp, batch, num_steps: int, every: int | None) -> float:
   jax.block_until_ready(state)
   with tempfile.TemporaryDirectory() as workdir:
     ckpts = checkpoints.Checkpoints(workdir, every_steps=every or 1)
-    in_flight = dispatch.StepWindow()  # As the train loop does: fake devices deadlock without.
+    in_flight = step_window.StepWindow()  # As the train loop does: fake devices deadlock without.
     start = time.perf_counter()
     for i in range(1, num_steps + 1):
       state, metrics = step(state, batch)

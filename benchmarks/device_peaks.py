@@ -2,7 +2,7 @@
 
 MFU = FLOPs of one step (XLA's cost analysis of the compiled step) / step time / peak of the
 devices. Peaks are the vendors' dense figures (no structured sparsity). TPU peaks and how many
-JAX devices a chip is (two on v3) are `big_transfer.tpu_types`' facts; this module only maps
+JAX devices a chip is (two on v3) are `big_transfer.launch.tpu_types`' facts; this module only maps
 the `device_kind` JAX reports onto a generation there, and holds the GPUs.
 
 float32: TPUs have no float32 matrix unit; at JAX's default precision a float32 matmul or
@@ -11,7 +11,7 @@ one. NVIDIA GPUs from the A100 on run float32 matmuls and convolutions on tensor
 JAX's default precision, so the float32 peak is the TF32 one.
 """
 
-from big_transfer import tpu_types
+from big_transfer.launch import tpu_types
 
 PRECISIONS = ("bf16", "f32")
 

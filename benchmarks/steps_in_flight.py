@@ -1,7 +1,7 @@
 """Training throughput with the loop's window of steps in flight, against a window 6x as wide.
 
 Runs the real sharded train step (the demo's R14x1 at 32 px, batch 32, on the local devices) on
-an in-memory batch, in alternating rounds with `dispatch.StepWindow()` (the train loop's
+an in-memory batch, in alternating rounds with `step_window.StepWindow()` (the train loop's
 `MAX_STEPS_IN_FLIGHT`) and with a window of 24 steps, about as far ahead as XLA:CPU's 32 programs
 per device allow, and reports the median ratio of the rounds' throughputs. Goal: >= 0.98, i.e.
 the bound that keeps fake CPU devices from deadlocking costs no throughput.
@@ -15,7 +15,7 @@ import time
 import jax
 
 from benchmarks import checkpoint_overhead
-from big_transfer import dispatch
+from big_transfer.training import step_window
 
 WIDE_WINDOW = 24
 
@@ -25,7 +25,7 @@ def _images_per_second(exp, batch, num_steps: int, window_size: int) -> float:
   state = exp.steps.create(jax.random.key(0))
   state, _ = step(state, batch)  # Compiled and warm before the clock starts.
   jax.block_until_ready(state)
-  in_flight = dispatch.StepWindow(window_size)
+  in_flight = step_window.StepWindow(window_size)
   start = time.perf_counter()
   for _ in range(num_steps):
     state, metrics = step(state, batch)
@@ -45,11 +45,11 @@ def main():
   exp, batch = checkpoint_overhead.setup(args.model, args.crop, args.batch)
   median = checkpoint_overhead.median_ratio(
       args.rounds,
-      lambda: _images_per_second(exp, batch, args.steps, dispatch.MAX_STEPS_IN_FLIGHT),
+      lambda: _images_per_second(exp, batch, args.steps, step_window.MAX_STEPS_IN_FLIGHT),
       lambda: _images_per_second(exp, batch, args.steps, WIDE_WINDOW),
-      f"{dispatch.MAX_STEPS_IN_FLIGHT} steps in flight", f"{WIDE_WINDOW} steps")
+      f"{step_window.MAX_STEPS_IN_FLIGHT} steps in flight", f"{WIDE_WINDOW} steps")
   print(f"{args.model} at {args.crop} px, batch {args.batch}, {jax.device_count()} device(s): "
-        f"throughput with {dispatch.MAX_STEPS_IN_FLIGHT} / {WIDE_WINDOW} steps in flight = "
+        f"throughput with {step_window.MAX_STEPS_IN_FLIGHT} / {WIDE_WINDOW} steps in flight = "
         f"{median:.3f}, median of {args.rounds} rounds")
 
 

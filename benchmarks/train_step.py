@@ -36,8 +36,11 @@ import jax
 import numpy as np
 
 from benchmarks import device_peaks, reference_step
-from big_transfer import config as config_lib
-from big_transfer import data, dispatch, experiment, models, preflight, sharding, steps
+from big_transfer.recipes import schema as config_lib
+from big_transfer import data, models, preflight, sharding
+from big_transfer.training import step_window
+from big_transfer.training import experiment
+from big_transfer.training import steps
 
 PRECISIONS = {"bf16": "bfloat16", "f32": "float32"}
 NUM_CLASSES = 1000
@@ -109,7 +112,7 @@ class Timed:
 
   def run(self, batch: dict, num_steps: int) -> float:
     """Seconds for `num_steps` steps, from dispatch of the first to completion of the last."""
-    in_flight = dispatch.StepWindow()  # As the train loop: XLA:CPU's fake devices need it.
+    in_flight = step_window.StepWindow()  # As the train loop: XLA:CPU's fake devices need it.
     start = time.perf_counter()
     for _ in range(num_steps):
       self.state, metrics = self.step(self.state, batch)

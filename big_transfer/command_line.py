@@ -48,7 +48,7 @@ def parse_flags(argv: list[str]) -> list[str]:
       key = str(e).strip("\"'")
       named = [o.split("=")[0] for o in overrides if o.split("=")[0].endswith(f".{key}")]
       print(f"error: {' '.join(named) or key}: the recipe has no key {key!r}. Every "
-            "--config.KEY must be a key of the recipe (big_transfer/config.py lists them).",
+            "--config.KEY must be a key of the recipe (big_transfer/recipes/schema.py lists them).",
             file=sys.stderr)
     else:
       print(f"error: cannot apply {' '.join(overrides)}: {e}. Every --config.KEY must be given "

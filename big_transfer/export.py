@@ -26,7 +26,10 @@ from absl import app, flags, logging
 from etils import epath
 
 import big_transfer
-from big_transfer import checkpoints, command_line, errors, interop, models, run_record
+from big_transfer import command_line, errors, models
+from big_transfer.training import checkpoints
+from big_transfer.models import interop
+from big_transfer.training import run_record
 from big_transfer.data import preprocess
 
 FORMATS = ("npz", "savedmodel", "params")

@@ -11,7 +11,11 @@ import warnings
 
 from absl import app, flags, logging
 
-from big_transfer import command_line, distributed, errors, train
+from big_transfer import command_line, errors
+
+from big_transfer.launch import distributed
+
+from big_transfer.training import loop
 
 # 128 + SIGTERM, what a process killed by the preemption signal reports.
 PREEMPTED_EXIT_CODE = 143
@@ -48,7 +52,7 @@ def run(config, workdir: str) -> int:
   """Trains and evaluates; returns the exit code: 0, PREEMPTED_EXIT_CODE, or 1 for a UserError
   (printed as one `error:` line). Any other exception propagates with its traceback."""
   try:
-    summary = train.train_and_evaluate(config, workdir)
+    summary = loop.train_and_evaluate(config, workdir)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

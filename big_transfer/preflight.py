@@ -24,8 +24,15 @@ import jax.numpy as jnp
 import ml_collections
 from absl import app, flags, logging
 
-from big_transfer import (checkpoints, command_line, data, errors, experiment, sharding, steps,
-                          tpu_types)
+from big_transfer import command_line, data, errors, sharding
+
+from big_transfer.training import checkpoints
+
+from big_transfer.training import experiment
+
+from big_transfer.training import steps
+
+from big_transfer.launch import tpu_types
 from big_transfer.data import dataset_table
 
 # The fraction of the peak rate a step is assumed to reach: a planning figure, printed with every

@@ -10,7 +10,7 @@ x0.1 at epochs 10, 23, 30 and 37. Arguments: model, dtype, dataset (TFDS name), 
 num_classes, train_split, eval_split.
 """
 
-from big_transfer import config as config_lib
+from big_transfer.recipes import schema as config_lib
 
 
 def get_config(arg: str = ""):

@@ -11,7 +11,7 @@ starts at -10 (each of the 21,843 sigmoids starts near 0, so the first loss is ~
 which ImageNet-21k was prepared).
 """
 
-from big_transfer import config as config_lib
+from big_transfer.recipes import schema as config_lib
 
 IMAGENET21K_IMAGES = 14_197_122
 HELD_OUT = 51_200

@@ -7,7 +7,7 @@
 Arguments: model (default BiT-S-R50x1), dtype (bfloat16 or float32).
 """
 
-from big_transfer import config as config_lib
+from big_transfer.recipes import schema as config_lib
 
 # The whole ILSVRC-2012 training split (fine-tuning keeps 1% of it out as a minival; upstream does
 # not).

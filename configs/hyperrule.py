@@ -14,8 +14,9 @@ A few-shot run draws its K examples per class with its seed (`--config.seed`). E
 with the facts behind it, is in `config.recipe_notes`: the run's log and summary.json show it.
 """
 
-from big_transfer import config as config_lib
-from big_transfer import data, hyperrule
+from big_transfer.recipes import schema as config_lib
+from big_transfer import data
+from big_transfer.recipes import hyperrule
 from big_transfer.data import dataset_table
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import cli
 from benchmarks import device_peaks, group_norm, memory, train_step
-from big_transfer import tpu_types
+from big_transfer.launch import tpu_types
 
 
 def test_train_step_benchmark_reports_both_steps_and_their_ratio(capsys):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import cli
-from big_transfer import checkpoints, interop, models
+from big_transfer import models
+from big_transfer.training import checkpoints
+from big_transfer.models import interop
 
 TOTAL_STEPS = 12
 RUN = {"total_steps": TOTAL_STEPS, "checkpoint_every_steps": 3, "log_every_steps": 1,

@@ -7,7 +7,9 @@ import jax
 import pytest
 from jax._src import cloud_tpu_init
 
-from big_transfer import distributed, errors, sharding
+from big_transfer import errors, sharding
+
+from big_transfer.launch import distributed
 
 # Every variable the detection reads, cleared before each case sets its own.
 _VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_JOB_ID",

@@ -15,8 +15,12 @@ import pytest
 import tensorflow as tf
 
 import cli
-from big_transfer import checkpoints, config as config_lib, data, errors, export, interop, models
-from big_transfer import run_record, steps
+from big_transfer import data, errors, export, models
+from big_transfer.training import checkpoints
+from big_transfer.recipes import schema as config_lib
+from big_transfer.models import interop
+from big_transfer.training import run_record
+from big_transfer.training import steps
 from big_transfer.data import preprocess
 
 CROP = 32

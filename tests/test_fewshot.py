@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from big_transfer import fewshot
+from big_transfer.training import fewshot
 
 _CLASSES = 4
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from big_transfer import hyperrule
+from big_transfer.recipes import hyperrule
 from big_transfer.data import dataset_table
 
 

@@ -7,7 +7,8 @@ import pytest
 from etils import epath
 
 import bit_reference
-from big_transfer import errors, interop, models
+from big_transfer import errors, models
+from big_transfer.models import interop
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_transfer import losses
+from big_transfer.training import losses
 
 _LOGITS = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [-2.0, 4.0, 1.0]], np.float32)
 _ONE_HOT = np.eye(3, dtype=np.float32)[[0, 2, 0]]

@@ -8,7 +8,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 import cli
-from big_transfer import checkpoints
+from big_transfer.training import checkpoints
 
 
 def _scalars(workdir, tag):

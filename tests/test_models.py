@@ -8,7 +8,9 @@ import pytest
 
 import bit_reference
 from benchmarks import group_norm
-from big_transfer import interop, losses, models
+from big_transfer import models
+from big_transfer.models import interop
+from big_transfer.training import losses
 from big_transfer.models import resnetv2
 
 

@@ -8,8 +8,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_metadata
-from big_transfer import config as config_lib
-from big_transfer import data, evaluate, experiment
+from big_transfer.recipes import schema as config_lib
+from big_transfer import data
+from big_transfer.training import evaluation
+from big_transfer.training import experiment
 
 EXAMPLES = 16
 
@@ -48,6 +50,6 @@ def test_sigmoid_training_on_multi_hot_targets_learns_and_evaluates(voc):
   assert losses[0] == pytest.approx(expected, rel=1e-4)
   assert all(np.isfinite(losses)) and losses[-1] < losses[0]
   assert int(state.first_bad_step) == -1
-  results = evaluate.top1(state.params, exp.steps, exp.input_cfg, 8, exp.batch_sharding)
+  results = evaluation.top1(state.params, exp.steps, exp.input_cfg, 8, exp.batch_sharding)
   assert results["examples"] == EXAMPLES
   assert 0.0 <= results["accuracy"] <= 1.0 and np.isfinite(results["loss"])

@@ -6,8 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from big_transfer import config as config_lib
-from big_transfer import errors, optim
+from big_transfer.recipes import schema as config_lib
+from big_transfer import errors
+from big_transfer.training import optim
 
 
 def _params():

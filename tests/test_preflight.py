@@ -11,8 +11,10 @@ import jax
 import pytest
 
 import cli
-from big_transfer import config as config_lib
-from big_transfer import errors, models, preflight, steps, tpu_types
+from big_transfer.recipes import schema as config_lib
+from big_transfer import errors, models, preflight
+from big_transfer.training import steps
+from big_transfer.launch import tpu_types
 
 GIB = 2**30
 MIB = 2**20

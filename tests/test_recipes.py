@@ -9,7 +9,8 @@ import ast
 import pytest
 
 import cli
-from big_transfer import errors, optim
+from big_transfer import errors
+from big_transfer.training import optim
 from big_transfer.data import dataset_table
 
 ILSVRC2012_TRAIN = 1_281_167

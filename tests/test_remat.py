@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from benchmarks import residuals
-from big_transfer import errors, losses, models
+from big_transfer import errors, models
+from big_transfer.training import losses
 
 POLICIES = ("none", "unit", "stage")
 

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_transfer import experiment, models, optim, sharding, steps
+from big_transfer import models, sharding
+
+from big_transfer.training import experiment
+
+from big_transfer.training import optim
+
+from big_transfer.training import steps
 
 MODEL = models.ResNetV2(depth=(1, 1, 1, 1), width=1, num_classes=5)
 OPTIMIZER = optim.make_optimizer(weight_decay=1e-4)

@@ -19,7 +19,7 @@ import pytest
 from matplotlib import image
 
 import cli
-from big_transfer import hyperrule
+from big_transfer.recipes import hyperrule
 from big_transfer.sweep import report, runner, spec
 
 SMOKE = "configs/sweeps/demo.py:smoke"

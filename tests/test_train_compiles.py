@@ -1,11 +1,12 @@
 """The train loop compiles its programs at the first step and never again, and keeps at most
-`dispatch.MAX_STEPS_IN_FLIGHT` steps in flight."""
+`step_window.MAX_STEPS_IN_FLIGHT` steps in flight."""
 
 import jax
 from jax._src import dispatch as jax_dispatch
 
 import cli
-from big_transfer import dispatch, train
+from big_transfer.training import step_window
+from big_transfer.training import loop
 
 
 def test_no_compilation_after_the_first_step(tmp_path, synthetic_data_dir, monkeypatch):
@@ -16,7 +17,7 @@ def test_no_compilation_after_the_first_step(tmp_path, synthetic_data_dir, monke
 
   unfinished = []  # After each step added, how many of the steps added so far are unfinished.
 
-  class CountingWindow(dispatch.StepWindow):
+  class CountingWindow(step_window.StepWindow):
     def add(self, outputs):
       steps_dispatched.append(outputs)
       super().add(outputs)
@@ -28,19 +29,19 @@ def test_no_compilation_after_the_first_step(tmp_path, synthetic_data_dir, monke
     if event == jax_dispatch.BACKEND_COMPILE_EVENT:
       compiled.append((len(steps_dispatched), kwargs.get("fun_name")))
 
-  monkeypatch.setattr(dispatch, "StepWindow", CountingWindow)
+  monkeypatch.setattr(step_window, "StepWindow", CountingWindow)
   config = cli.recipe_config("configs/demo.py:smoke")  # 6 steps, logs every 2 and checkpoints every 3.
   config.data.data_dir = synthetic_data_dir
   config.fewshot.shots = ()
   jax.monitoring.register_event_duration_secs_listener(on_event)
   try:
-    assert train.train_and_evaluate(config, str(tmp_path))["step"] == config.total_steps
+    assert loop.train_and_evaluate(config, str(tmp_path))["step"] == config.total_steps
   finally:
     jax.monitoring.unregister_event_duration_listener(on_event)
   assert len(steps_dispatched) == config.total_steps
   # Every step went through the window, which kept the loop at most MAX_STEPS_IN_FLIGHT ahead:
   # 33 steps dispatched between two reads of a result deadlocked XLA:CPU's fake devices.
-  assert max(unfinished) <= dispatch.MAX_STEPS_IN_FLIGHT
+  assert max(unfinished) <= step_window.MAX_STEPS_IN_FLIGHT
   # The first step compiles (or loads) the train step...
   assert any(step == 0 and "train_step" in name for step, name in compiled), compiled
   # ...and from its dispatch to the last step's, logs and checkpoints between, the step never

@@ -16,7 +16,8 @@ from etils.epath import gpath
 from fsspec.implementations.memory import MemoryFileSystem
 
 import cli
-from big_transfer import errors, workdir_hold
+from big_transfer import errors
+from big_transfer.launch import workdir_hold
 
 
 def _holder(**changes) -> workdir_hold.Holder:

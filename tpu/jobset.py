@@ -1,6 +1,6 @@
 """Kubernetes JobSet manifests: TPU slices (several slices as replicas) or GPU nodes on GKE.
 
-The shape xpk generates, wired the way `big_transfer.distributed` joins a job: every pod runs
+The shape xpk generates, wired the way `big_transfer.launch.distributed` joins a job: every pod runs
 `python -m big_transfer.main ARGS`; JAX_COORDINATOR_ADDRESS names pod 0 of slice 0 through the
 JobSet's headless service (pod HOST of slice SLICE is NAME-workers-SLICE-HOST.NAME),
 JAX_NUM_PROCESSES counts all pods and JAX_PROCESS_ID = SLICE x hosts per slice + HOST.
@@ -19,7 +19,7 @@ import dataclasses
 import json
 import re
 
-from big_transfer import tpu_types
+from big_transfer.launch import tpu_types
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
 REPLICATED_JOB = "workers"
@@ -91,7 +91,7 @@ def manifest(name: str, image: str, args: list[str], accelerators: Accelerators,
       {"name": "JAX_NUM_PROCESSES", "value": str(accelerators.slices * hosts)},
       _from_annotation("SLICE_INDEX", "jobset.sigs.k8s.io/job-index"),
       _from_annotation("HOST_INDEX", "batch.kubernetes.io/job-completion-index"),
-      # Who holds the workdir (big_transfer.workdir_hold): a later attempt of this JobSet
+      # Who holds the workdir (big_transfer.launch.workdir_hold): a later attempt of this JobSet
       # takes over the hold of an earlier one at once.
       _from_annotation("BIG_TRANSFER_JOB_ID", "jobset.sigs.k8s.io/jobset-uid"),
       _from_annotation("BIG_TRANSFER_JOB_ATTEMPT", "jobset.sigs.k8s.io/restart-attempt"),

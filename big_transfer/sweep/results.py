@@ -15,7 +15,7 @@ import statistics
 
 from etils import epath
 
-from big_transfer import checkpoints
+from big_transfer.training import checkpoints
 from big_transfer.data import vtab
 from big_transfer.sweep import runner, spec
 

@@ -21,10 +21,14 @@ import time
 
 from etils import epath
 
-from big_transfer import atomic, checkpoints, errors, main, train
+from big_transfer import atomic, errors, main
+
+from big_transfer.training import checkpoints
+
+from big_transfer.training import loop
 from big_transfer.sweep import spec
 
-SUMMARY = train.SUMMARY_FILE
+SUMMARY = loop.SUMMARY_FILE
 OUTCOME = "sweep_outcome.json"
 LOG = "sweep.log"
 # The members, their settings and commands: what `--report` rebuilds the results from.

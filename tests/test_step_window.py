@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_transfer import dispatch, sharding
+from big_transfer import sharding
+
+from big_transfer.training import step_window
 
 
 def _collective_step():
@@ -25,7 +27,7 @@ def _collective_step():
   return step, w, x
 
 
-def _most_unfinished(num_steps: int, window: dispatch.StepWindow | None) -> int:
+def _most_unfinished(num_steps: int, window: step_window.StepWindow | None) -> int:
   """The most steps seen unfinished right after a dispatch returned."""
   step, w, x = _collective_step()
   losses, most = [], 0
@@ -45,9 +47,9 @@ def test_window_bounds_the_steps_in_flight():
   # Unbounded, dispatch outruns the devices...
   assert _most_unfinished(num_steps, None) > size
   # ...and the window holds it to `size` steps.
-  assert _most_unfinished(num_steps, dispatch.StepWindow(size)) <= size
+  assert _most_unfinished(num_steps, step_window.StepWindow(size)) <= size
 
 
 def test_window_needs_a_step():
   with pytest.raises(ValueError, match="size must be >= 1 step, got 0"):
-    dispatch.StepWindow(0)
+    step_window.StepWindow(0)

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from big_transfer import errors, losses, models
+from big_transfer import errors, models
+
+from big_transfer.training import losses
 
 LOSSES = {"softmax_xent": losses.softmax_cross_entropy,
           "sigmoid_xent": losses.sigmoid_cross_entropy}

@@ -11,7 +11,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from big_transfer import data, experiment, fewshot
+from big_transfer import data
+
+from big_transfer.training import experiment
+
+from big_transfer.training import fewshot
 from big_transfer.data import sampling
 
 

@@ -15,15 +15,25 @@ import numpy as np
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from big_transfer import atomic, checkpoints, data, errors, evaluate, experiment, interop
-from big_transfer import dispatch, sharding, workdir_hold
+from big_transfer import atomic, data, errors
+
+from big_transfer.training import checkpoints
+
+from big_transfer.training import evaluation
+
+from big_transfer.training import experiment
+
+from big_transfer.models import interop
+from big_transfer import sharding
+from big_transfer.training import step_window
+from big_transfer.launch import workdir_hold
 
 # In the workdir when a run ends: status, step, metrics and the config (what a sweep reads).
 SUMMARY_FILE = "summary.json"
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """`_train_and_evaluate` while this job holds `workdir` (big_transfer.workdir_hold): a second
+  """`_train_and_evaluate` while this job holds `workdir` (big_transfer.launch.workdir_hold): a second
   job on the same workdir stops at once instead of mixing its checkpoints with this one's."""
   with workdir_hold.hold(workdir, config.hold_stale_after_s):
     return _train_and_evaluate(config, workdir)
@@ -158,10 +168,10 @@ def _check_finite(state) -> None:
 
 def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, params) -> dict:
   eval_cfg = dataclasses.replace(exp.input_cfg, mixup_alpha=0.0)
-  results = {f"eval/{key}": value for key, value in evaluate.top1(
+  results = {f"eval/{key}": value for key, value in evaluation.top1(
       params, exp.steps, eval_cfg, config.eval_batch_size, exp.batch_sharding).items()}
   if fewshot_cfgs and config.fewshot.shots:
-    probes = evaluate.fewshot_probes(params, exp.steps, fewshot_cfgs, tuple(config.fewshot.shots),
+    probes = evaluation.fewshot_probes(params, exp.steps, fewshot_cfgs, tuple(config.fewshot.shots),
                                      config.fewshot.seeds, config.fewshot.l2_reg,
                                      config.eval_batch_size, exp.batch_sharding)
     results.update({f"fewshot/{key}": value for key, value in probes.items()})
@@ -182,7 +192,7 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, state, start: int,
       data.train_batches(exp.input_cfg, config.batch_size, config.seed, start_step=start),
       exp.batch_sharding)
   pending, last_log, train_metrics, first_step_done = [], time.time(), {}, None
-  in_flight = dispatch.StepWindow()  # XLA:CPU's fake devices deadlock when dispatch runs far ahead.
+  in_flight = step_window.StepWindow()  # XLA:CPU's fake devices deadlock when dispatch runs far ahead.
   step = start
   try:
     with _PreemptionWatch(ckpts) as preemption:

@@ -14,8 +14,11 @@ import jax
 import ml_collections
 import optax
 
-from big_transfer import config as config_lib
-from big_transfer import data, models, optim, run_record, sharding, steps
+from big_transfer.recipes import schema as config_lib
+from big_transfer import data, models, sharding
+from big_transfer.training import optim
+from big_transfer.training import run_record
+from big_transfer.training import steps
 
 @dataclasses.dataclass(frozen=True)
 class JittedSteps:

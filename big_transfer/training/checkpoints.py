@@ -15,7 +15,11 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from etils import epath
 
-from big_transfer import errors, interop, run_record
+from big_transfer import errors
+
+from big_transfer.models import interop
+
+from big_transfer.training import run_record
 
 # Where a run's checkpoints live, under its workdir.
 SUBDIR = "checkpoints"

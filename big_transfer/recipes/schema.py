@@ -8,7 +8,9 @@ express the learning rate and the step counts through `batch_size` (`scaled_by_b
 
 import ml_collections
 
-from big_transfer import data, errors, fewshot
+from big_transfer import data, errors
+
+from big_transfer.training import fewshot
 
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -31,7 +33,7 @@ def base() -> ml_collections.ConfigDict:
   config.warmup_steps = 0
   config.decay_fractions = ()         # x0.1 after each of these fractions of total_steps.
   config.momentum = 0.9
-  config.weight_decay = 0.0           # coupled L2 on kernels, see big_transfer.optim.
+  config.weight_decay = 0.0           # coupled L2 on kernels, see big_transfer.training.optim.
   config.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
   config.loss = "softmax_xent"        # or "sigmoid_xent" for multi-label data.
 
@@ -59,7 +61,7 @@ def base() -> ml_collections.ConfigDict:
   # in the backward pass instead of keeping them (more compute, less memory; the largest models).
   config.remat = "none"
 
-  # One job per workdir (big_transfer.workdir_hold): a hold whose heartbeat is older than this
+  # One job per workdir (big_transfer.launch.workdir_hold): a hold whose heartbeat is older than this
   # belongs to a job that is gone and is taken over; a younger one stops a second job at once.
   config.hold_stale_after_s = 600.0
   return config

@@ -1,0 +1,1 @@
+"""Launching: TPU types, joining a multi-process job, one job per workdir."""
