@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks import device_peaks, reference_step
 from big_transfer.recipes import schema as config_lib
-from big_transfer import data, models, preflight, sharding
+from big_transfer import data, models, sharding
 from big_transfer.training import step_window
 from big_transfer.training import experiment
 
@@ -116,7 +116,7 @@ def compile_step(name: str, jitted, state, batch, grad_accum_steps: int) -> Time
   seconds = time.perf_counter() - start
   # Counted as the pre-flight counts them: the accumulation loop's body times its trips.
   return Timed(name, compiled, state, seconds,
-               float(preflight.step_flops(compiled, grad_accum_steps)),
+               float(experiment.train_step_flops(compiled, grad_accum_steps)),
                compiled.memory_analysis().temp_size_in_bytes)
 
 

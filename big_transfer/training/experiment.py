@@ -129,3 +129,13 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
                      config.grad_accum_steps, image_shape)
   return Experiment(config, mesh, input_cfg, info, model, schedule, optimizer, abstract_state,
                     state_shardings, record, jitted)
+
+
+def train_step_flops(compiled: jax.stages.Compiled, grad_accum_steps: int) -> float:
+  """Floating-point operations of one step of `compiled` on one device.
+
+  XLA's cost analysis counts the body of a loop once, and the accumulation loop (`lax.scan`)
+  runs grad_accum_steps times; multiplying the whole count also multiplies the once-per-step
+  update, a small part of a real model's step.
+  """
+  return compiled.cost_analysis()["flops"] * grad_accum_steps

@@ -149,7 +149,7 @@ def test_flops_of_an_accumulated_step_equal_those_of_the_whole_batch():
                            dataset_info=_TINY_INFO)
     state = exp.steps.create(jax.random.key(0))
     batch = {"image": jax.numpy.zeros((64, 32, 32, 3)), "label": jax.numpy.zeros((64, 4))}
-    flops[accum] = preflight.step_flops(exp.steps.train.lower(state, batch).compile(), accum)
+    flops[accum] = experiment.train_step_flops(exp.steps.train.lower(state, batch).compile(), accum)
   # Without the loop counted per micro-batch it would be a quarter; the update, counted 4x, is
   # what is left over.
   assert flops[4] == pytest.approx(flops[1], rel=0.1)
