@@ -16,6 +16,8 @@ from big_transfer import errors
 
 # The rate is multiplied by this after each decay step, as in the paper and the released code.
 DECAY_FACTOR = 0.1
+# BiT's SGD momentum, upstream and downstream.
+MOMENTUM = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +91,8 @@ def weight_decay_mask(params):
   return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
-def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
-                   grad_clip_norm: float | None = None,
-                   nesterov: bool = False) -> optax.GradientTransformation:
+def make_optimizer(momentum: float = MOMENTUM, weight_decay: float = 0.0,
+                   grad_clip_norm: float | None = None) -> optax.GradientTransformation:
   """SGD with momentum as BiT trained it, up to the learning rate: clip, add decay, accumulate.
 
   Its updates are the momentum buffer; the train step multiplies them by `-lr(state.step)`, so
@@ -106,7 +107,6 @@ def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
       paper's TF/Keras SGD did (1e-4 upstream, 0 downstream). It is not AdamW-style decoupled
       decay. Only kernels are decayed, see `weight_decay_mask`.
     grad_clip_norm: if set, gradients are first rescaled to at most this global L2 norm.
-    nesterov: use Nesterov momentum.
   """
   if momentum < 0 or momentum >= 1:
     raise errors.ConfigError(f"momentum must be in [0, 1), got {momentum}.")
@@ -122,5 +122,5 @@ def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
     steps.append(optax.clip_by_global_norm(grad_clip_norm))
   if weight_decay:
     steps.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
-  steps.append(optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=jnp.float32))
+  steps.append(optax.trace(decay=momentum, accumulator_dtype=jnp.float32))
   return optax.chain(*steps)
