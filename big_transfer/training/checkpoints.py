@@ -70,12 +70,16 @@ class Checkpoints:
         record=ocp.args.JsonRestore()))["record"]
     return run_record.RunRecord.from_json(saved, f"checkpoint {self.directory / str(step)}")
 
-  def restore(self, abstract_state, step: int | None = None):
+  def restore(self, abstract_state, step: int | None = None,
+              expected: run_record.RunRecord | None = None):
     """Restores the state with the shardings of `abstract_state` (a tree of ShapeDtypeStructs).
 
     The target shardings decide the layout, so a checkpoint written on one topology restores
-    on another. With `step=None` the latest readable checkpoint is used: a damaged one is
-    named in a warning and the one before it is tried.
+    on another. Before any array is read, the checkpoint's run record is compared with
+    `expected` and its saved tree, shapes and dtypes with `abstract_state`: a checkpoint of
+    another run raises `run_record.RunMismatchError` and is left untouched. With `step=None`
+    the latest readable checkpoint is used: one that fails to read although it matches is
+    damaged; it is named in a warning, set aside, and the one before it is tried.
 
     Returns:
       (state, record, step), or None when there is no checkpoint.
@@ -85,25 +89,46 @@ class Checkpoints:
       raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; available "
                                    f"steps: {self.all_steps() or 'none'}.")
     for candidate in steps:
+      where = self.directory / str(candidate)
+      try:
+        saved_record = self._manager.restore(candidate, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore()))["record"]
+        saved_layout = self.saved_layout(candidate)
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files.
+        self._damaged(candidate, e, fatal=step is not None)
+        continue
+      record = run_record.RunRecord.from_json(saved_record, f"checkpoint {where}")
+      if expected is not None:
+        record.check_resumable_by(expected)
+      _check_layout(saved_layout, abstract_state)
       try:
         restored = self._manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()))
-      except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-        if step is not None:
-          raise errors.CheckpointError(f"Checkpoint {self.directory / str(candidate)} cannot be "
-                                       f"read: {type(e).__name__}: {e}") from None
-        logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); moving it aside and "
-                        "trying the previous one.", self.directory / str(candidate),
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-        self._set_aside(candidate)
+            state=ocp.args.StandardRestore(abstract_state)))
+      except Exception as e:  # The layout matches: what fails now is the files.
+        self._damaged(candidate, e, fatal=step is not None)
         continue
-      record = run_record.RunRecord.from_json(
-          restored["record"], f"checkpoint {self.directory / str(candidate)}")
       return restored["state"], record, candidate
     if steps:
       raise errors.CheckpointError(f"None of the checkpoints in {self.directory} ({steps}) can "
                                    "be read.")
     return None
+
+  def saved_layout(self, step: int):
+    """The saved state's tree of array metadata (shape, dtype) at `step`, read without arrays."""
+    with ocp.StandardCheckpointer() as reader:
+      return reader.metadata(self.directory / str(step) / "state").item_metadata
+
+  def _damaged(self, step: int, error: Exception, fatal: bool) -> None:
+    """Raises for a damaged checkpoint asked for by step (`fatal`), else warns and sets it
+    aside."""
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    if fatal:
+      raise errors.CheckpointError(f"Checkpoint {self.directory / str(step)} cannot be read: "
+                                   f"{type(error).__name__}: {first_line}") from None
+    logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); moving it aside and "
+                    "trying the previous one.", self.directory / str(step),
+                    type(error).__name__, first_line)
+    self._set_aside(step)
 
   def _set_aside(self, step: int) -> None:
     """Renames a damaged checkpoint to `<step>.damaged-<time>`, kept for inspection.
@@ -125,12 +150,9 @@ class Checkpoints:
     if step is None:
       raise errors.CheckpointError(f"No checkpoint in {self.directory}.")
     try:
-      with ocp.StandardCheckpointer() as reader:
-        saved = reader.metadata(self.directory / str(step) / "state").item_metadata
+      saved = self.saved_layout(step)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-      raise errors.CheckpointError(f"Checkpoint {self.directory / str(step)} cannot be read: "
-                                   f"{type(e).__name__}: "
-                                   f"{str(e).splitlines()[0] if str(e) else ''}") from None
+      self._damaged(step, e, fatal=True)
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
     state, _, _ = self.restore(abstract, step)
@@ -142,6 +164,41 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _check_layout(saved, abstract_state) -> None:
+  """Raises RunMismatchError naming the arrays where the saved tree of array metadata `saved`
+  and `abstract_state` differ in path, shape or dtype (a few, and how many more)."""
+  saved, expected = _layout(saved), _layout(abstract_state)
+  differences = []
+  for path in sorted(saved.keys() | expected.keys()):
+    if path not in expected:
+      differences.append(f"{path}: only in the checkpoint")
+    elif path not in saved:
+      differences.append(f"{path}: only in this config's state")
+    elif saved[path] != expected[path]:
+      differences.append(f"{path}: checkpoint has {_describe(saved[path])}, config has "
+                         f"{_describe(expected[path])}")
+  if differences:
+    shown = differences[:3] + ([f"{len(differences) - 3} more arrays"]
+                               if len(differences) > 3 else [])
+    raise run_record.mismatch(["its saved state differs from this config's: " + ", ".join(shown)])
+
+
+def _layout(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+  """'params/head/kernel' -> (shape, dtype name) of each array of a state or its metadata."""
+  def name(key) -> str:
+    for attribute in ("key", "name", "idx"):
+      if hasattr(key, attribute):
+        return str(getattr(key, attribute))
+    return str(key)
+  return {"/".join(name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _describe(layout: tuple[tuple[int, ...], str]) -> str:
+  shape, dtype = layout
+  return f"{dtype}{list(shape)}"
 
 
 def abstract_like(state, shardings):

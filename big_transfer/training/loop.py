@@ -108,10 +108,10 @@ def _open_evaluation_data(exp: experiment.Experiment) -> dict[str, data.InputCon
 def _initial_or_restored_state(config, exp: experiment.Experiment,
                                ckpts: checkpoints.Checkpoints):
   """(state, step): the workdir's latest checkpoint, or a fresh state (with `config.init`)."""
-  restored = ckpts.restore(checkpoints.abstract_like(exp.abstract_state, exp.state_shardings))
+  restored = ckpts.restore(checkpoints.abstract_like(exp.abstract_state, exp.state_shardings),
+                           expected=exp.record)
   if restored is not None:
-    state, saved_record, step = restored
-    saved_record.check_resumable_by(exp.record)
+    state, _, step = restored
     logging.info("Resuming from the checkpoint at step %d.", step)
     return state, step
   state = exp.steps.create(jax.random.key(config.seed))

@@ -116,11 +116,26 @@ def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
   if grad_clip_norm is not None and grad_clip_norm <= 0:
     raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to "
                              "turn clipping off.")
-  steps = []
+  return optax.chain(*(transform for _, transform in _parts(momentum, weight_decay,
+                                                               grad_clip_norm, nesterov)))
+
+
+def state_layout(momentum: float = 0.9, weight_decay: float = 0.0,
+                 grad_clip_norm: float | None = None, nesterov: bool = False) -> str:
+  """The transformations of `make_optimizer(...)` in order, e.g. "add_decayed_weights -> trace":
+  what decides the structure of its state, which a checkpoint must share to be resumed."""
+  return " -> ".join(name for name, _ in _parts(momentum, weight_decay, grad_clip_norm, nesterov))
+
+
+def _parts(momentum, weight_decay, grad_clip_norm, nesterov):
+  """(name, transformation) of each stage of the optimizer, in the order they apply."""
+  parts = []
   if grad_clip_norm is not None:
     # Clip the loss gradient alone, so the decay term does not eat into the clipping budget.
-    steps.append(optax.clip_by_global_norm(grad_clip_norm))
+    parts.append(("clip_by_global_norm", optax.clip_by_global_norm(grad_clip_norm)))
   if weight_decay:
-    steps.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
-  steps.append(optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=jnp.float32))
-  return optax.chain(*steps)
+    parts.append(("add_decayed_weights",
+                  optax.add_decayed_weights(weight_decay, mask=weight_decay_mask)))
+  parts.append(("trace", optax.trace(decay=momentum, nesterov=nesterov,
+                                     accumulator_dtype=jnp.float32)))
+  return parts
