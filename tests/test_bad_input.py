@@ -68,3 +68,20 @@ def test_an_older_record_without_the_structure_fields_is_checked_by_the_saved_la
       refused, "The workdir holds checkpoints of a different run (its saved state differs from "
                "this config's: opt_state/1/trace/", ": only in the checkpoint", "more arrays)")
   assert _listing(workdir / "checkpoints") == before
+
+
+def test_a_damaged_latest_checkpoint_is_one_warning_line(finished_smoke, tmp_path,
+                                                          synthetic_data_dir):
+  workdir = _copy(finished_smoke, tmp_path)
+  # The arrays' data files only: the metadata reads, the arrays do not.
+  for f in (workdir / "checkpoints" / "6" / "state").rglob("ocdbt.process_0/d/*"):
+    if f.stat().st_size > 100_000:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  resumed = cli.run_main(workdir, synthetic_data_dir, **{"fewshot.shots": "()"})
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Exception ignored" not in resumed.stderr, resumed.stderr[-3000:]
+  warnings = [line for line in resumed.stderr.splitlines() if "damaged" in line]
+  assert len(warnings) == 1, warnings
+  assert f"Checkpoint {workdir}/checkpoints/6 is damaged or incomplete" in warnings[0]
+  assert "Resuming from the checkpoint at step 3" in resumed.stderr
+  assert [p.name for p in (workdir / "checkpoints").glob("6.damaged-*")]

@@ -7,7 +7,11 @@ temporary name and renames it when complete, so a crash mid-save never leaves a 
 looks complete, and it deletes old checkpoints only after a newer one is complete.
 """
 
+import contextlib
+import gc
+import inspect
 import logging
+import sys
 import time
 
 import jax
@@ -95,17 +99,21 @@ class Checkpoints:
             record=ocp.args.JsonRestore()))["record"]
         saved_layout = self.saved_layout(candidate)
       except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-        self._damaged(candidate, e, fatal=step is not None)
+        self._damaged(candidate, _one_line(e), fatal=step is not None)
         continue
       record = run_record.RunRecord.from_json(saved_record, f"checkpoint {where}")
       if expected is not None:
         record.check_resumable_by(expected)
       _check_layout(saved_layout, abstract_state)
-      try:
-        restored = self._manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state)))
-      except Exception as e:  # The layout matches: what fails now is the files.
-        self._damaged(candidate, e, fatal=step is not None)
+      failure = None
+      with _abandoned_reads_dropped():
+        try:
+          restored = self._manager.restore(candidate, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state)))
+        except Exception as e:  # The layout matches: what fails now is the files.
+          failure = _one_line(e)  # Not `e`: its traceback would keep the abandoned reads alive.
+      if failure is not None:
+        self._damaged(candidate, failure, fatal=step is not None)
         continue
       return restored["state"], record, candidate
     if steps:
@@ -114,20 +122,24 @@ class Checkpoints:
     return None
 
   def saved_layout(self, step: int):
-    """The saved state's tree of array metadata (shape, dtype) at `step`, read without arrays."""
-    with ocp.StandardCheckpointer() as reader:
-      return reader.metadata(self.directory / str(step) / "state").item_metadata
+    """The saved state's tree of array metadata (shape, dtype) at `step`, read without arrays.
 
-  def _damaged(self, step: int, error: Exception, fatal: bool) -> None:
+    The handler itself, not a `Checkpointer`: that one looks for metadata of a whole checkpoint
+    in the item's folder, warns for each, and returns None for damaged metadata instead of
+    raising."""
+    layout = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+    if not jax.tree.leaves(layout):
+      raise ValueError(f"no array metadata in {self.directory / str(step) / 'state'}")
+    return layout
+
+  def _damaged(self, step: int, failure: str, fatal: bool) -> None:
     """Raises for a damaged checkpoint asked for by step (`fatal`), else warns and sets it
-    aside."""
-    first_line = str(error).splitlines()[0] if str(error) else ""
+    aside; `failure` is `_one_line` of what failed."""
     if fatal:
       raise errors.CheckpointError(f"Checkpoint {self.directory / str(step)} cannot be read: "
-                                   f"{type(error).__name__}: {first_line}") from None
-    logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); moving it aside and "
-                    "trying the previous one.", self.directory / str(step),
-                    type(error).__name__, first_line)
+                                   f"{failure}")
+    logging.warning("Checkpoint %s is damaged or incomplete (%s); moving it aside and trying "
+                    "the previous one.", self.directory / str(step), failure)
     self._set_aside(step)
 
   def _set_aside(self, step: int) -> None:
@@ -152,7 +164,7 @@ class Checkpoints:
     try:
       saved = self.saved_layout(step)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-      self._damaged(step, e, fatal=True)
+      self._damaged(step, _one_line(e), fatal=True)
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
     state, _, _ = self.restore(abstract, step)
@@ -164,6 +176,34 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _one_line(error: Exception) -> str:
+  """"Type: first line of the message" of a read failure (tensorstore's run to pages)."""
+  message = str(error)
+  return f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+
+
+@contextlib.contextmanager
+def _abandoned_reads_dropped():
+  """Drops Python's "Exception ignored in: <coroutine ...>" reports of a failed restore.
+
+  orbax reads the arrays in concurrent coroutines; when one read fails (a damaged file) the
+  others are abandoned, and each prints a traceback when it is collected. The failure itself is
+  reported once, by the caller. The abandoned reads are collected before the hook is put back.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not inspect.iscoroutine(unraisable.object):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous
 
 
 def _check_layout(saved, abstract_state) -> None:
