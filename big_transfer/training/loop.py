@@ -160,7 +160,8 @@ class _PreemptionWatch:
 def _check_finite(state) -> None:
   bad = int(state.first_bad_step)
   if bad >= 0:
-    raise errors.NonFiniteLossError(f"The loss or gradients became NaN or infinite at step {bad}; "
+    raise errors.NonFiniteLossError(f"The loss, gradients or parameters became NaN or infinite "
+                                    f"at step {bad}; "
                                     "stopping without saving the bad state (the latest "
                                     "checkpoint holds the last good weights). Lower the "
                                     "learning rate or set --config.grad_clip_norm.")

@@ -38,7 +38,7 @@ class Schedule:
     if self.total_steps < 1:
       raise errors.ConfigError(f"total_steps must be >= 1, got {self.total_steps}; set "
                                "--config.total_steps to the number of updates to run.")
-    if self.peak_lr <= 0:
+    if not self.peak_lr > 0:  # NaN too.
       raise errors.ConfigError(f"lr must be positive, got {self.peak_lr}.")
     if not 0 <= self.warmup_steps <= self.total_steps:
       raise errors.ConfigError(f"warmup_steps must be in [0, total_steps={self.total_steps}], "
