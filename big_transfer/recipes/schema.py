@@ -6,6 +6,8 @@ express the learning rate and the step counts through `batch_size` (`scaling.sca
 `steps_for_examples`), so `--config.batch_size=N` keeps the rate per example and the epochs.
 """
 
+import math
+
 import ml_collections
 
 from big_transfer import data, errors
@@ -72,8 +74,12 @@ def check(config: ml_collections.ConfigDict) -> None:
   """Raises a ConfigError for a value of `base()`'s keys that no run can use.
 
   Keys owned by another module are checked there (the schedule by `optim.Schedule`, the mesh by
-  `sharding`, the data section by `data.InputConfig`, the model by `models`).
+  `sharding`, the data section by `data.InputConfig`, the model by `models`); that every number
+  is finite is checked here, for all of them.
   """
+  for key, value in _numbers(config.to_dict()):
+    if not math.isfinite(value):
+      raise errors.ConfigError(f"{key} must be a finite number, got {value} (--config.{key}).")
   positive = ("batch_size", "grad_accum_steps", "log_every_steps", "eval_batch_size",
               "checkpoint_every_steps", "keep_checkpoints")
   for key in positive:
@@ -90,6 +96,18 @@ def check(config: ml_collections.ConfigDict) -> None:
                              f"{tuple(config.fewshot.shots)} and seeds {config.fewshot.seeds}.")
   if config.fewshot.l2_reg <= 0:
     raise errors.ConfigError(f"fewshot.l2_reg must be positive, got {config.fewshot.l2_reg}.")
+
+
+def _numbers(tree: dict, prefix: str = ""):
+  """(dotted key, value) of every float in a config's dict, tuples' items included."""
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      yield from _numbers(value, f"{name}.")
+    elif isinstance(value, float):
+      yield name, value
+    elif isinstance(value, (tuple, list)):
+      yield from ((name, v) for v in value if isinstance(v, float))
 
 
 def _check_numbers(key: str, values, kind: type) -> None:
