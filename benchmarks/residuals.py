@@ -11,16 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_transfer import models
-
 
 def residual_bytes(model, params, images: jax.ShapeDtypeStruct) -> int:
   """Bytes of the residuals `jax.vjp` keeps from `model`'s forward pass on `images`, applied to
-  (abstract) `params` as the train step applies them (`models.split_parameter_work`)."""
-  prepare, applied = models.split_parameter_work(model)
-
+  (abstract) `params`."""
   def forward_and_backward(params, images):
-    return jax.vjp(lambda prepared: applied.apply({"params": prepared}, images), prepare(params))
+    return jax.vjp(lambda params: model.apply({"params": params}, images), params)
 
   _, backward = jax.eval_shape(forward_and_backward, params, images)
   return sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(backward))

@@ -13,16 +13,13 @@ where the device's peak is known (`benchmarks/device_peaks.py`).
 
     python -m benchmarks.train_step --model=R50x1 --resolution=224 --batch=128 --precision=bf16
     python -m benchmarks.train_step --model=R50x1 --resolution=64 --batch=32 --precision=f32 \
-        [--mesh.data=-1 --mesh.fsdp=1] [--grad_accum=K [--ws_per_micro_batch]] \
-        [--pipeline=jpegs] [--json]
+        [--mesh.data=-1 --mesh.fsdp=1] [--grad_accum=K] [--pipeline=jpegs] [--json]
 
 `--batch` is per device per optimizer step (the global batch is batch x devices). With
 `--pipeline=jpegs` (ImageNet-sized JPEGs written to a temporary folder) or `--pipeline=DATASET`
 (a TFDS name or folder:/path), the input pipeline's own images/s (`data.train_batches`, same
-resolution and global batch) is printed beside the step's. With `--ws_per_micro_batch` (and
-`--grad_accum` > 1) ours is timed a second time as it was before weight standardization moved
-out of the micro-batches (`steps.train_step(parameter_work_once=False)`), in the same alternating
-rounds, and `ours/ours with WS per micro-batch = X.XX` is printed.
+resolution and global batch) is printed beside the step's. It imports TensorFlow only for
+`--pipeline`: the step and its reference run where only JAX is installed.
 """
 
 import argparse
@@ -37,10 +34,9 @@ import numpy as np
 
 from benchmarks import device_peaks, reference_step
 from big_transfer.recipes import schema as config_lib
-from big_transfer import data, models, preflight, sharding
+from big_transfer import data, models, sharding
 from big_transfer.training import step_window
 from big_transfer.training import experiment
-from big_transfer.training import steps
 
 PRECISIONS = {"bf16": "bfloat16", "f32": "float32"}
 NUM_CLASSES = 1000
@@ -60,18 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling.")
   parser.add_argument("--no_reference", action="store_true", help="time ours alone.")
-  parser.add_argument("--ws_per_micro_batch", action="store_true", help="also time ours with "
-                      "weight standardization in every micro-batch instead of once per step "
-                      "(needs --grad_accum > 1).")
   parser.add_argument("--pipeline", default="", help="'jpegs', a TFDS name or folder:/path: "
                       "also time the input pipeline alone at this resolution and batch.")
   parser.add_argument("--data_dir", default=None, help="TFDS data_dir for --pipeline.")
   parser.add_argument("--json", action="store_true", help="print one JSON object.")
   args = parser.parse_args(argv)
-  if args.ws_per_micro_batch and args.grad_accum < 2:
-    parser.error(f"--ws_per_micro_batch compares standardizing once per step with once per "
-                 f"micro-batch; with --grad_accum={args.grad_accum} they are the same step: "
-                 "give --grad_accum=2 or more.")
   return args
 
 
@@ -121,19 +110,17 @@ class Timed:
     return time.perf_counter() - start
 
 
-def compile_step(name: str, jitted, state, batch, grad_accum_steps: int, unrolled: bool
-                 ) -> Timed:
+def compile_step(name: str, jitted, state, batch, grad_accum_steps: int) -> Timed:
   start = time.perf_counter()
   compiled = jitted.lower(state, batch).compile()
   seconds = time.perf_counter() - start
   # Counted as the pre-flight counts them: the accumulation loop's body times its trips.
   return Timed(name, compiled, state, seconds,
-               float(preflight.step_flops(compiled, grad_accum_steps, unrolled)),
+               float(experiment.train_step_flops(compiled, grad_accum_steps)),
                compiled.memory_analysis().temp_size_in_bytes)
 
 
-def build_experiment(args: argparse.Namespace, devices=None, parameter_work_once: bool = True
-                     ) -> experiment.Experiment:
+def build_experiment(args: argparse.Namespace, devices=None) -> experiment.Experiment:
   """The measured run resolved (`experiment.build`) without reading data, on `devices` (by
   default the job's)."""
   info = data.DatasetInfo(num_train_examples=1_281_167, image_size=(args.resolution,) * 2,
@@ -141,15 +128,13 @@ def build_experiment(args: argparse.Namespace, devices=None, parameter_work_once
   config = run_config(args, jax.device_count() if devices is None else len(devices))
   mesh = None if devices is None else sharding.make_mesh(
       config.mesh.data, config.mesh.fsdp, devices=devices)
-  return experiment.build(config, mesh=mesh, dataset_info=info,
-                          parameter_work_once=parameter_work_once)
+  return experiment.build(config, mesh=mesh, dataset_info=info)
 
 
 def compile_run_step(name: str, exp: experiment.Experiment, batch: dict) -> Timed:
   """The train step of `exp`, compiled, with a fresh state."""
-  unrolled = steps.accumulation_unrolled(exp.mesh.devices.flat[0].platform)
   return compile_step(name, exp.steps.train, exp.steps.create(jax.random.key(0)), batch,
-                      exp.config.grad_accum_steps, unrolled)
+                      exp.config.grad_accum_steps)
 
 
 def build_ours(args: argparse.Namespace):
@@ -158,19 +143,12 @@ def build_ours(args: argparse.Namespace):
   return exp, batch, compile_run_step("ours", exp, batch)
 
 
-def build_ws_per_micro_batch(args: argparse.Namespace, batch: dict) -> Timed:
-  """Ours as it was before weight standardization moved out of the micro-batches: the same
-  run built the same way (`experiment.build`), with `parameter_work_once=False`."""
-  return compile_run_step("ws_per_micro_batch",
-                          build_experiment(args, parameter_work_once=False), batch)
-
-
 def build_reference(args: argparse.Namespace, exp: experiment.Experiment, batch: dict) -> Timed:
   create, step, _, _ = reference_step.build(args.model, NUM_CLASSES, models.dtype_named(
       PRECISIONS[args.precision]), (args.resolution, args.resolution, 3), exp.mesh,
       args.grad_accum)
   return compile_step("reference", step, create(jax.random.key(0)), batch,
-                      args.grad_accum, unrolled=False)  # A plain lax.scan on every platform.
+                      args.grad_accum)
 
 
 def pipeline_images_per_sec(args: argparse.Namespace, global_batch: int, batches: int = 10
@@ -198,8 +176,6 @@ def measure(args: argparse.Namespace) -> dict:
   num_devices = jax.device_count()
   exp, batch, ours = build_ours(args)
   contenders = [ours] if args.no_reference else [ours, build_reference(args, exp, batch)]
-  if args.ws_per_micro_batch:
-    contenders.append(build_ws_per_micro_batch(args, batch))
   for contender in contenders:
     contender.run(batch, args.warmup)
   seconds = {c.name: [] for c in contenders}
@@ -240,14 +216,6 @@ def measure(args: argparse.Namespace) -> dict:
         "round_ratios": ratios,
         "ratio": statistics.median(ratios),
     })
-  if args.ws_per_micro_batch:
-    ratios = [w / o for o, w in zip(seconds["ours"], seconds["ws_per_micro_batch"])]
-    result.update({
-        "ws_per_micro_batch_step_seconds": statistics.median(seconds["ws_per_micro_batch"]),
-        "ws_per_micro_batch_compile_seconds": contenders[-1].compile_seconds,
-        "ws_round_ratios": ratios,
-        "ws_ratio": statistics.median(ratios),
-    })
   if args.pipeline:
     result["pipeline"] = args.pipeline
     result["pipeline_images_per_sec_total"] = pipeline_images_per_sec(args, global_batch)
@@ -277,13 +245,6 @@ def report(result: dict) -> str:
         f"{mfu(result['reference_mfu'])}, temporaries "
         f"{result['reference_temp_bytes_per_device'] / 2**30:.2f} GiB per device")
     lines.append("round ratios: " + " ".join(f"{r:.3f}" for r in result["round_ratios"]))
-  if "ws_ratio" in result:
-    lines.append(
-        f"ours, WS per micro-batch: step "
-        f"{result['ws_per_micro_batch_step_seconds'] * 1e3:8.1f} ms, compile "
-        f"{result['ws_per_micro_batch_compile_seconds']:.1f} s; round ratios "
-        + " ".join(f"{r:.3f}" for r in result["ws_round_ratios"]))
-    lines.append(f"ours/ours with WS per micro-batch = {result['ws_ratio']:.2f}")
   if "pipeline_images_per_sec_total" in result:
     lines.append(f"input pipeline ({result['pipeline']}) alone: "
                  f"{result['pipeline_images_per_sec_total']:.1f} images/s on this host; the "

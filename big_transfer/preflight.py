@@ -49,7 +49,7 @@ def dataset_info_without_data(config: ml_collections.ConfigDict) -> data.Dataset
 
   Raises a ConfigError when neither knows the number of classes.
   """
-  facts = dataset_table.KNOWN.get(config.dataset.split(":")[0])
+  facts = dataset_table.find(config.dataset)
   num_classes = config.num_classes or (facts.num_classes if facts else 0)
   if not num_classes:
     raise errors.ConfigError(
@@ -324,8 +324,7 @@ def estimate(config: ml_collections.ConfigDict, topology: str,
   memory = compiled.memory_analysis()
   footprint = dataclasses.replace(footprint, temporaries=memory.temp_size_in_bytes,
                                   total=total_bytes(memory))
-  flops = step_flops(compiled, config.grad_accum_steps,
-                     steps.accumulation_unrolled(devices[0].platform))
+  flops = experiment.train_step_flops(compiled, config.grad_accum_steps)
   return Estimate(exp, tpu_slice, footprint, flops, seconds, mfu)
 
 
@@ -335,17 +334,6 @@ def total_bytes(memory) -> int:
   return (memory.argument_size_in_bytes + memory.output_size_in_bytes
           - memory.alias_size_in_bytes + memory.temp_size_in_bytes
           + memory.generated_code_size_in_bytes)
-
-
-def step_flops(compiled: jax.stages.Compiled, grad_accum_steps: int, unrolled: bool) -> float:
-  """Floating-point operations of one step of `compiled` on one device.
-
-  XLA's cost analysis counts the body of a loop once, and the accumulation loop (`lax.scan`)
-  runs grad_accum_steps times; multiplying the whole count also multiplies the once-per-step
-  update, a small part of a real model's step. A step that unrolls its micro-batches
-  (`steps.accumulation_unrolled`) is counted whole already.
-  """
-  return compiled.cost_analysis()["flops"] * (1 if unrolled else grad_accum_steps)
 
 
 def run(config: ml_collections.ConfigDict, topology: str, mfu: float) -> int:

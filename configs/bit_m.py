@@ -12,6 +12,7 @@ which ImageNet-21k was prepared).
 """
 
 from big_transfer.recipes import schema as config_lib
+from big_transfer.recipes import upstream
 
 IMAGENET21K_IMAGES = 14_197_122
 HELD_OUT = 51_200
@@ -30,6 +31,6 @@ def get_config(arg: str = ""):
   config.data.multilabel = True
   config.data.train_split = f"full[{HELD_OUT}:]"
   config.data.eval_split = f"full[:{HELD_OUT}]"
-  config_lib.set_upstream_recipe(config, IMAGENET21K_IMAGES - HELD_OUT, epochs=90,
+  upstream.set_recipe(config, IMAGENET21K_IMAGES - HELD_OUT, epochs=90,
                                  decay_epochs=(30, 60, 80))
   return config

@@ -92,3 +92,10 @@ def forward(w, images):
   x = x.mean(axis=(1, 2))
   head = w["resnet/head/conv2d/kernel"][0, 0]
   return jnp.dot(x, head, precision=jax.lax.Precision.HIGHEST) + w["resnet/head/conv2d/bias"]
+
+
+def group_norm_float64(x: np.ndarray, groups: int = 32, epsilon: float = 1e-5) -> np.ndarray:
+  """BiT's GroupNorm of x (B, H, W, C) in float64, with scale 1 and bias 0: the exact answer."""
+  grouped = x.astype(np.float64).reshape(*x.shape[:3], groups, -1)
+  mean, var = grouped.mean((1, 2, 4), keepdims=True), grouped.var((1, 2, 4), keepdims=True)
+  return ((grouped - mean) / np.sqrt(var + epsilon)).reshape(x.shape)

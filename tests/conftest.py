@@ -1,4 +1,8 @@
-"""Test set-up: eight fake CPU devices so sharding is exercised on any machine.
+"""Test set-up: eight fake CPU devices so sharding is exercised on any machine, and the tiers.
+
+Two tiers, by folder: `tests/unit` (in-process, tiny networks, marker `unit`) and `tests/e2e`
+(the programs in subprocesses, signals, multi-process jobs, sweeps, libtpu compiles, TFLite;
+marker `e2e`). `pytest tests` runs both; `pytest -m unit` the fast one.
 
 Compiling a ResNet train step takes XLA's CPU backend 10-20 s on 2 cores; the persistent
 compilation cache lets the CLI runs of the tests, which run the same programs in fresh
@@ -6,6 +10,7 @@ processes, skip compiling again. Subprocesses inherit it.
 """
 
 import os
+import pathlib
 import tempfile
 
 # Must happen before JAX is imported anywhere in the test process.
@@ -29,3 +34,9 @@ def synthetic_data_dir(tmp_path_factory):
   for variant in ("upstream", "downstream"):
     data.dataset_info(data.InputConfig(dataset=f"bit_synthetic/{variant}", data_dir=data_dir))
   return data_dir
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    tier = "e2e" if "e2e" in pathlib.Path(str(item.path)).parts else "unit"
+    item.add_marker(getattr(pytest.mark, tier))

@@ -10,14 +10,21 @@ See docs/data.md for the sources, the built-in `bit_synthetic` data set, the rec
 training stream is made exactly resumable.
 """
 
-from big_transfer.data.config import DatasetInfo
-from big_transfer.data.config import InputConfig
-from big_transfer.data.config import config_section
+import importlib
+
+from big_transfer.data.config import DatasetInfo, InputConfig, config_section
 from big_transfer.data.device_feed import prefetch_to_mesh
-from big_transfer.data.pipeline import dataset_info
-from big_transfer.data.pipeline import eval_batches
-from big_transfer.data.pipeline import split_size
-from big_transfer.data.pipeline import train_batches
+
+# The pipeline imports TensorFlow; it loads on first use, so that the config's input section and
+# the dataset facts above import where only JAX is installed (the compute core, a GPU machine).
+_PIPELINE = ("dataset_info", "eval_batches", "split_size", "train_batches")
+
+
+def __getattr__(name):
+  if name in _PIPELINE:
+    return getattr(importlib.import_module("big_transfer.data.pipeline"), name)
+  raise AttributeError(f"module 'big_transfer.data' has no attribute {name!r}")
+
 
 __all__ = ["DatasetInfo", "InputConfig", "config_section", "dataset_info", "eval_batches",
            "prefetch_to_mesh", "split_size", "train_batches"]

@@ -1,15 +1,11 @@
 """The BiT networks by name: `create("BiT-M-R50x1", num_classes=10)`."""
 
-import dataclasses
 import re
-from collections.abc import Callable
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from big_transfer import errors
-from big_transfer.models.resnetv2 import (REMAT_POLICIES, ResNetV2, blocks_for, depth_of,
-                                          standardize_kernels)
+from big_transfer.models.resnetv2 import REMAT_POLICIES, ResNetV2, blocks_for, depth_of
 
 # The published variants. BiT-S / BiT-M / BiT-L name the upstream data, not the network.
 VARIANTS = {
@@ -63,17 +59,5 @@ def create(name: str, num_classes: int | None = 1000, dtype=jnp.float32,
                   head_bias_init=head_bias_init, dtype=dtype, remat=remat)
 
 
-def split_parameter_work(model: nn.Module) -> tuple[Callable, nn.Module]:
-  """(prepare, applied): `applied.apply({"params": prepare(params)}, x)` equals
-  `model.apply({"params": params}, x)`, with the work that depends on the parameters alone in
-  `prepare`. The train step runs `prepare` once per step and `applied` once per micro-batch.
-
-  For `ResNetV2` that work is weight standardization; other modules have none.
-  """
-  if isinstance(model, ResNetV2):
-    return standardize_kernels, dataclasses.replace(model, kernels_standardized=True)
-  return lambda params: params, model
-
-
 __all__ = ["DTYPES", "REMAT_POLICIES", "ResNetV2", "VARIANTS", "blocks_for", "create", "depth_of",
-           "dtype_named", "parse_name", "split_parameter_work", "standardize_kernels"]
+           "dtype_named", "parse_name"]

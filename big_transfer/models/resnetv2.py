@@ -7,6 +7,7 @@ as the published reference does, so logits match the published weights.
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,13 +26,15 @@ BLOCKS_PER_DEPTH = {
 GN_GROUPS = 32
 GN_EPSILON = 1e-5
 WS_EPSILON = 1e-10
+# Channels of the root convolution at width 1; stage s has 64 * 2**s bottleneck channels per unit
+# and 4x that at its output. The .npz interop reads widths from it.
+ROOT_FEATURES = 64
 # What the backward pass recomputes instead of keeping: nothing, each unit's activations (only
 # unit inputs are kept), or each stage's (only stage inputs are kept).
 REMAT_POLICIES = ("none", "unit", "stage")
-# XLA:CPU's convolution takes a slow path when a k x k convolution (k > 1) has at most 2 x 2
-# output pixels, as the last stage has at 32-64 px: 40-100x slower, forward and backward, than
-# the matrix product of image patches. There, and only on CPU, the product is what runs.
-CPU_PATCHES_MAX_OUTPUT_PIXELS = 4
+# A module class (or a functools.partial of one) the network instantiates, as flax's
+# `conv: ModuleDef`: the convolution and the norm are configuration, not branches.
+ModuleDef = Any
 
 
 def blocks_for(depth: int | Sequence[int]) -> tuple[int, ...]:
@@ -60,64 +63,25 @@ def standardize(kernel: jnp.ndarray, epsilon: float = WS_EPSILON) -> jnp.ndarray
   return (kernel - mean) / jnp.sqrt(var + epsilon)
 
 
-def standardize_kernels(params):
-  """`params` with every convolution kernel standardized, for a model with
-  `kernels_standardized=True`: the train step standardizes once per step, not once per
-  micro-batch. Convolution kernels are the 4-D `kernel` leaves (the head's is 2-D)."""
-  def maybe_standardize(path, leaf):
-    is_conv = getattr(path[-1], "key", None) == "kernel" and jnp.ndim(leaf) == 4
-    return standardize(leaf) if is_conv else leaf
-  return jax.tree_util.tree_map_with_path(maybe_standardize, params)
-
-
 class StdConv(nn.Module):
-  """Bias-free convolution with a weight-standardized kernel; parameters stay float32.
-
-  With `kernels_standardized` the kernel it is given is used as it is (see `standardize_kernels`).
-  """
+  """Bias-free convolution with a weight-standardized kernel; the parameter stays float32 and is
+  standardized on every forward pass (its cost is O(parameters), the convolution's O(parameters x
+  pixels))."""
   features: int
   kernel_size: tuple[int, int]
   strides: int = 1
   padding: int = 0
   dtype: jnp.dtype = jnp.float32
-  kernels_standardized: bool = False
 
   @nn.compact
   def __call__(self, x):
-    in_features = x.shape[-1]
+    """x (B, H, W, C) zero-padded by `padding` on every side -> (B, H', W', features)."""
     kernel = self.param("kernel", nn.initializers.he_normal(),
-                        (*self.kernel_size, in_features, self.features), jnp.float32)
-    if not self.kernels_standardized:
-      kernel = standardize(kernel)
-    kernel = kernel.astype(self.dtype)
-    return convolve(x.astype(self.dtype), kernel, self.strides, self.padding)
-
-
-def convolve(x: jnp.ndarray, kernel: jnp.ndarray, strides: int, padding: int) -> jnp.ndarray:
-  """Convolves x (B, H, W, C) with kernel (kh, kw, C, O), zero-padded on every side; (B, H', W', O).
-
-  See CPU_PATCHES_MAX_OUTPUT_PIXELS for the CPU path; elsewhere it is `lax.conv_general_dilated`.
-  """
-  def by_convolution(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(padding, padding)] * 2,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-  def by_patches(x, kernel):
-    kh, kw = kernel.shape[:2]
-    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-
-    def window(i, j):  # Strided slices (not indexing, which lowers to a gather TFLite lacks).
-      rows = jax.lax.slice_in_dim(padded, i, i + strides * (out_h - 1) + 1, strides, axis=1)
-      return jax.lax.slice_in_dim(rows, j, j + strides * (out_w - 1) + 1, strides, axis=2)
-
-    patches = jnp.concatenate([window(i, j) for i in range(kh) for j in range(kw)], axis=-1)
-    return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(-1, kernel.shape[-1]))
-
-  out_h, out_w = ((size + 2 * padding - k) // strides + 1
-                  for size, k in zip(x.shape[1:3], kernel.shape[:2]))
-  if kernel.shape[0] * kernel.shape[1] == 1 or out_h * out_w > CPU_PATCHES_MAX_OUTPUT_PIXELS:
-    return by_convolution(x, kernel)
-  return jax.lax.platform_dependent(x, kernel, cpu=by_patches, default=by_convolution)
+                        (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+    kernel = standardize(kernel).astype(self.dtype)
+    return jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel, (self.strides, self.strides), [(self.padding,) * 2] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class GroupNorm(nn.Module):
@@ -162,26 +126,27 @@ class GroupNorm(nn.Module):
 
 
 class Bottleneck(nn.Module):
-  """Pre-activation bottleneck unit; the stride sits on the 3x3 convolution."""
+  """Pre-activation bottleneck unit; the stride sits on the 3x3 convolution.
+
+  `conv` and `norm` are the network's, with its compute dtype already bound.
+  """
   mid_features: int
+  conv: ModuleDef
+  norm: ModuleDef
   strides: int = 1
-  dtype: jnp.dtype = jnp.float32
-  kernels_standardized: bool = False
 
   @nn.compact
   def __call__(self, x):
     out_features = 4 * self.mid_features
-    conv = functools.partial(StdConv, dtype=self.dtype,
-                             kernels_standardized=self.kernels_standardized)
-    y = nn.relu(GroupNorm(self.dtype, name="gn1")(x))
+    y = nn.relu(self.norm(name="gn1")(x))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out_features:
-      shortcut = conv(out_features, (1, 1), self.strides, name="conv_proj")(y)
-    y = conv(self.mid_features, (1, 1), name="conv1")(y)
-    y = nn.relu(GroupNorm(self.dtype, name="gn2")(y))
-    y = conv(self.mid_features, (3, 3), self.strides, padding=1, name="conv2")(y)
-    y = nn.relu(GroupNorm(self.dtype, name="gn3")(y))
-    y = conv(out_features, (1, 1), name="conv3")(y)
+      shortcut = self.conv(out_features, (1, 1), self.strides, name="conv_proj")(y)
+    y = self.conv(self.mid_features, (1, 1), name="conv1")(y)
+    y = nn.relu(self.norm(name="gn2")(y))
+    y = self.conv(self.mid_features, (3, 3), self.strides, padding=1, name="conv2")(y)
+    y = nn.relu(self.norm(name="gn3")(y))
+    y = self.conv(out_features, (1, 1), name="conv3")(y)
     return shortcut + y
 
 
@@ -197,8 +162,8 @@ class ResNetV2(nn.Module):
     dtype: compute dtype (e.g. jnp.bfloat16); parameters, norm statistics and logits stay float32.
     remat: one of REMAT_POLICIES: recompute each unit's or each stage's activations in the
       backward pass instead of keeping them, for models whose activations do not fit.
-    kernels_standardized: the convolution kernels of the parameters it is applied to are
-      already standardized (`standardize_kernels`); parameter names and shapes are unchanged.
+    conv: the convolution (StdConv: weight-standardized, bias-free).
+    norm: the norm (GroupNorm: 32 groups).
   """
   depth: int | Sequence[int] = 50
   width: int = 1
@@ -206,7 +171,8 @@ class ResNetV2(nn.Module):
   head_bias_init: float = 0.0
   dtype: jnp.dtype = jnp.float32
   remat: str = "none"
-  kernels_standardized: bool = False
+  conv: ModuleDef = StdConv
+  norm: ModuleDef = GroupNorm
 
   def __post_init__(self):
     # At construction (models.create, experiment.build), before anything is traced.
@@ -225,19 +191,19 @@ class ResNetV2(nn.Module):
       raise ValueError(f"ResNetV2 width must be a positive integer, got {self.width!r}.")
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"ResNetV2 expects images of shape (B, H, W, 3), got {images.shape}.")
-    root_features = 64 * self.width
-    x = StdConv(root_features, (7, 7), strides=2, padding=3, dtype=self.dtype,
-                kernels_standardized=self.kernels_standardized, name="root_conv")(images)
+    conv = functools.partial(self.conv, dtype=self.dtype)
+    norm = functools.partial(self.norm, dtype=self.dtype)
+    x = conv(ROOT_FEATURES * self.width, (7, 7), strides=2, padding=3, name="root_conv")(images)
     # Zero padding (not -inf) as in the published reference; it matters for parity since the
     # root conv output can be negative.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2))
     for stage, units in enumerate(blocks_for(self.depth)):
       if self.remat == "stage":
-        x = nn.remat(_stage, static_argnums=(2, 3))(self, x, stage, units)
+        x = nn.remat(_stage, static_argnums=(2, 3, 4, 5))(self, x, stage, units, conv, norm)
       else:
-        x = _stage(self, x, stage, units)
-    x = nn.relu(GroupNorm(self.dtype, name="norm_pre_head")(x))
+        x = _stage(self, x, stage, units, conv, norm)
+    x = nn.relu(norm(name="norm_pre_head")(x))
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes is None:
       return features
@@ -246,13 +212,14 @@ class ResNetV2(nn.Module):
                     dtype=jnp.float32, param_dtype=jnp.float32, name="head")(features)
 
 
-def _stage(net: ResNetV2, x: jnp.ndarray, stage: int, units: int) -> jnp.ndarray:
+def _stage(net: ResNetV2, x: jnp.ndarray, stage: int, units: int, conv: ModuleDef,
+           norm: ModuleDef) -> jnp.ndarray:
   """The units of `stage` (0-based) as children of `net`, so that parameter names stay
   `block{stage}_unit{unit}` whatever `net.remat` wraps around them."""
   unit_module = nn.remat(Bottleneck) if net.remat == "unit" else Bottleneck
-  mid = 64 * net.width * 2**stage
+  mid = ROOT_FEATURES * net.width * 2**stage
   for unit in range(units):
     strides = 2 if (stage > 0 and unit == 0) else 1
-    x = unit_module(mid, strides, dtype=net.dtype, kernels_standardized=net.kernels_standardized,
-                    name=f"block{stage + 1}_unit{unit + 1:02d}", parent=net)(x)
+    x = unit_module(mid, conv, norm, strides, name=f"block{stage + 1}_unit{unit + 1:02d}",
+                    parent=net)(x)
   return x

@@ -2,7 +2,7 @@
 
 Recipes start from `base()` and override; the command line may set only keys present here
 (the config is locked), so a misspelt `--config.KEY` fails instead of being ignored. Recipes
-express the learning rate and the step counts through `batch_size` (`scaled_by_batch`,
+express the learning rate and the step counts through `batch_size` (`scaling.scaled_by_batch`,
 `steps_for_examples`), so `--config.batch_size=N` keeps the rate per example and the epochs.
 """
 
@@ -11,8 +11,9 @@ import math
 import ml_collections
 
 from big_transfer import data, errors
+from big_transfer.recipes import upstream
+from big_transfer.training import fewshot, optim
 
-from big_transfer.training import fewshot
 
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -28,13 +29,13 @@ def base() -> ml_collections.ConfigDict:
   config.data = data.config_section()         # big_transfer.data.InputConfig's other fields.
 
   config.seed = 0
-  config.batch_size = 4096            # global, over all devices and hosts.
+  config.batch_size = upstream.BATCH_SIZE  # global, over all devices and hosts.
   config.grad_accum_steps = 1
   config.total_steps = 1000
-  config.lr = 0.03 * 4096 / 256       # peak learning rate at this batch_size.
+  config.lr = upstream.LR_PER_256 * upstream.BATCH_SIZE / 256  # peak rate at this batch_size.
   config.warmup_steps = 0
   config.decay_fractions = ()         # x0.1 after each of these fractions of total_steps.
-  config.momentum = 0.9
+  config.momentum = optim.MOMENTUM
   config.weight_decay = 0.0           # coupled L2 on kernels, see big_transfer.training.optim.
   config.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
   config.loss = "softmax_xent"        # or "sigmoid_xent" for multi-label data.
@@ -118,22 +119,6 @@ def _check_numbers(key: str, values, kind: type) -> None:
                              f"--config.{key}='(1, 5)', got {values!r}.")
 
 
-def scaled_by_batch(config: ml_collections.ConfigDict, value: float,
-                    at_batch: int) -> ml_collections.FieldReference:
-  """`value * batch_size / at_batch`, following later changes of `config.batch_size`.
-
-  The linear scaling rule: e.g. `scaled_by_batch(config, 0.03, 256)` is BiT's upstream rate.
-  """
-  return config.get_ref("batch_size").to_float() * (value / at_batch)
-
-
-def steps_for_examples(config: ml_collections.ConfigDict,
-                       examples: int) -> ml_collections.FieldReference:
-  """`round(examples / batch_size)` steps, following later changes of `config.batch_size`."""
-  batch = config.get_ref("batch_size")
-  return (batch + 2 * examples) // (batch * 2)  # Rounds half up, in integers.
-
-
 def parse_arg(arg: str, **defaults) -> dict:
   """Parses a recipe argument "key=value,key=value" against `defaults`.
 
@@ -160,39 +145,3 @@ def parse_arg(arg: str, **defaults) -> dict:
     else:
       values[key] = value
   return values
-
-
-def set_upstream_recipe(config: ml_collections.ConfigDict, train_examples: int, epochs: int,
-                        decay_epochs: tuple[int, ...]) -> None:
-  """The paper's upstream optimization for a data set of `train_examples` images.
-
-  SGD momentum 0.9 at global batch 4096, lr 0.03 per 256 examples, warm-up over the examples of
-  5000 steps at batch 4096, `epochs` epochs, x0.1 after each of `decay_epochs`, weight decay
-  1e-4, random inception crop to 224 and flip; evaluation and few-shot probes on a central crop.
-  All of it follows `--config.batch_size`.
-  """
-  config.batch_size = 4096
-  config.lr = scaled_by_batch(config, 0.03, 256)
-  config.total_steps = steps_for_examples(config, epochs * train_examples)
-  config.warmup_steps = steps_for_examples(config, 5000 * 4096)
-  config.decay_fractions = tuple(e / epochs for e in decay_epochs)
-  config.momentum = 0.9
-  config.weight_decay = 1e-4
-  config.data.recipe = "upstream"
-  config.data.crop = 224
-  config.data.shuffle_buffer = 250_000  # Per host, as big_vision's BiT configs.
-  config.log_every_steps = 100
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoint_every = 10_000
-  config.fewshot.datasets = UPSTREAM_FEWSHOT
-
-
-# The downstream sets upstream runs probe (the paper's few-shot figures). Flowers' train split
-# has 10 images per class, so its K are drawn from train+validation (20 per class).
-UPSTREAM_FEWSHOT = {
-    "cifar10": ("train", "test"),
-    "cifar100": ("train", "test"),
-    "oxford_iiit_pet": ("train", "test"),
-    "oxford_flowers102": ("train+validation", "test"),
-}

@@ -38,19 +38,16 @@ class JittedSteps:
 
 def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
               schedule: optim.Schedule, mesh: jax.sharding.Mesh, state_shardings,
-              loss_name: str, grad_accum_steps: int, image_shape: tuple[int, int, int],
-              parameter_work_once: bool = True) -> JittedSteps:
-  """Jits the steps of `steps.py` with the state's and the batch's shardings on `mesh`
-  (`parameter_work_once`: see `steps.train_step`)."""
+              loss_name: str, grad_accum_steps: int,
+              image_shape: tuple[int, int, int]) -> JittedSteps:
+  """Jits the steps of `steps.py` with the state's and the batch's shardings on `mesh`."""
   batch = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   create = functools.partial(steps.create_train_state, model=model, optimizer=optimizer,
                              image_shape=image_shape)
   train = functools.partial(
       steps.train_step, model=model, optimizer=optimizer, learning_rate=schedule.learning_rate,
-      loss_name=loss_name, grad_accum_steps=grad_accum_steps,
-      unroll_accumulation=steps.accumulation_unrolled(mesh.devices.flat[0].platform),
-      parameter_work_once=parameter_work_once)
+      loss_name=loss_name, grad_accum_steps=grad_accum_steps)
   evaluate = functools.partial(steps.eval_step, model=model, loss_name=loss_name)
   features = functools.partial(steps.features_step,
                                model=dataclasses.replace(model, num_classes=None))
@@ -98,8 +95,7 @@ class Experiment:
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None,
-          dataset_info: data.DatasetInfo | None = None,
-          parameter_work_once: bool = True) -> Experiment:
+          dataset_info: data.DatasetInfo | None = None) -> Experiment:
   """Resolves `config`; raises a ConfigError/DataError for anything that cannot run.
 
   Args:
@@ -107,7 +103,6 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
     mesh: the devices to run on; by default `config.mesh` over every device of the job.
     dataset_info: facts of the training data when the data is not at hand (a pre-flight
       compile for another machine); by default read from the data.
-    parameter_work_once: see `steps.train_step`; only the step benchmark turns it off.
   """
   # What the config alone decides first, so a bad value fails before any data is read.
   config_lib.check(config)
@@ -133,6 +128,16 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
                                   jax.tree.leaves(abstract_state.params)}))
   record = run_record.RunRecord.of_run(config, num_classes, info.class_names, state_dtypes)
   jitted = jit_steps(model, optimizer, schedule, mesh, state_shardings, config.loss,
-                     config.grad_accum_steps, image_shape, parameter_work_once)
+                     config.grad_accum_steps, image_shape)
   return Experiment(config, mesh, input_cfg, info, model, schedule, optimizer, abstract_state,
                     state_shardings, record, jitted)
+
+
+def train_step_flops(compiled: jax.stages.Compiled, grad_accum_steps: int) -> float:
+  """Floating-point operations of one step of `compiled` on one device.
+
+  XLA's cost analysis counts the body of a loop once, and the accumulation loop (`lax.scan`)
+  runs grad_accum_steps times; multiplying the whole count also multiplies the once-per-step
+  update, a small part of a real model's step.
+  """
+  return compiled.cost_analysis()["flops"] * grad_accum_steps

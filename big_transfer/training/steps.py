@@ -66,24 +66,11 @@ def _split_micro_batches(batch: dict, grad_accum_steps: int) -> dict:
   return jax.tree.map(split, batch)
 
 
-def accumulation_unrolled(platform: str) -> bool:
-  """Whether the train step unrolls its micro-batches on `platform` instead of looping over them.
-
-  A loop keeps one micro-batch's activations live at a time, which is what accumulation is for,
-  and accelerators run it at full speed. XLA:CPU runs the loop's body about 13x slower than the
-  same code unrolled (R50x1, 64 px, 4 micro-batches of 8: BENCHMARKS.md), so on CPUs, where
-  memory is plentiful, the micro-batches are unrolled.
-  """
-  return platform == "cpu"
-
-
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                optimizer: optax.GradientTransformation,
                learning_rate: Callable[[jax.Array], jax.Array],
                loss_name: str = "softmax_xent",
-               grad_accum_steps: int = 1,
-               unroll_accumulation: bool = False,
-               parameter_work_once: bool = True) -> tuple[TrainState, dict]:
+               grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
   """One optimizer update on a global batch.
 
   Args:
@@ -95,43 +82,29 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
       evaluated at `state.step`, so it stays in step with the run whatever the optimizer counts.
     loss_name: a key of `LOSSES`.
     grad_accum_steps: split the batch into this many micro-batches, summed through `lax.scan`,
-      so large batches fit in memory; the update equals the full-batch one.
-    unroll_accumulation: unroll that loop (see `accumulation_unrolled`).
-    parameter_work_once: run the model's work on the parameters alone (weight standardization,
-      `models.split_parameter_work`) once per step. False runs it in every micro-batch, as a
-      plain step does; the update is the same, and `benchmarks/train_step.py
-      --ws_per_micro_batch` times the two side by side.
+      so large batches fit in memory (one micro-batch's activations live at a time); the update
+      equals the full-batch one.
   Returns:
     (new state, {"loss", "grad_norm", "learning_rate"}: float32 scalars).
   """
   loss_fn = loss_function(loss_name)
-  if parameter_work_once:
-    prepare, applied = models.split_parameter_work(model)
-  else:
-    prepare, applied = (lambda params: params), model
 
-  def loss_of(prepared, micro):
-    logits = applied.apply({"params": prepared}, micro["image"])
-    return loss_fn(logits, micro["label"])
+  def loss_of(params, micro):
+    return loss_fn(model.apply({"params": params}, micro["image"]), micro["label"])
 
-  # The work on the parameters alone (weight standardization) runs once per step, not once per
-  # micro-batch; its backward pass runs once too, on the summed gradient (it is linear in it).
-  prepared, prepare_backward = jax.vjp(prepare, state.params)
   grad_fn = jax.value_and_grad(loss_of)
   if grad_accum_steps == 1:
-    loss, grads = grad_fn(prepared, batch)
+    loss, grads = grad_fn(state.params, batch)
   else:
     def accumulate(carry, micro):
       loss_sum, grad_sum = carry
-      loss, grads = grad_fn(prepared, micro)
+      loss, grads = grad_fn(state.params, micro)
       return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, prepared)
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
     (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros),
-                                    _split_micro_batches(batch, grad_accum_steps),
-                                    unroll=unroll_accumulation)
+                                    _split_micro_batches(batch, grad_accum_steps))
     loss, grads = loss / grad_accum_steps, jax.tree.map(lambda g: g / grad_accum_steps, grads)
-  (grads,) = prepare_backward(grads)
 
   direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
   rate = learning_rate(state.step)

@@ -35,26 +35,6 @@ def test_train_step_benchmark_reports_both_steps_and_their_ratio(capsys):
   assert lines[-1] == f"ours/reference = {result['ratio']:.2f}"
 
 
-def test_train_step_benchmark_times_standardizing_once_against_per_micro_batch(capsys):
-  train_step.main(["--model=R14x1", "--resolution=16", "--batch=2", "--precision=f32",
-                   "--grad_accum=2", "--ws_per_micro_batch", "--no_reference", "--steps=1",
-                   "--rounds=3", "--warmup=1", "--json"])
-  result = json.loads(capsys.readouterr().out)
-  assert "ratio" not in result and len(result["ws_round_ratios"]) == 3
-  assert result["ws_ratio"] == pytest.approx(sorted(result["ws_round_ratios"])[1])
-  assert result["ws_per_micro_batch_step_seconds"] > 0
-  assert result["ws_per_micro_batch_compile_seconds"] > 0
-  assert train_step.report(result).splitlines()[-1] == (
-      f"ours/ours with WS per micro-batch = {result['ws_ratio']:.2f}")
-
-
-def test_train_step_benchmark_needs_micro_batches_to_compare_standardizing(capsys):
-  with pytest.raises(SystemExit):
-    train_step.parse_args(["--ws_per_micro_batch"])
-  assert "with --grad_accum=1 they are the same step: give --grad_accum=2" in (
-      capsys.readouterr().err)
-
-
 def test_memory_benchmark_compares_data_parallel_and_fsdp(capsys, monkeypatch):
   # The test process already has 8 fake devices; main() sets the variables for a fresh process.
   monkeypatch.setenv("XLA_FLAGS", "")

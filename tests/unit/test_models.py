@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import bit_reference
-from benchmarks import group_norm
 from big_transfer import models
 from big_transfer.models import interop
 from big_transfer.training import losses
@@ -99,7 +98,7 @@ def test_group_norm_is_exact_for_a_large_mean(first_pixel):
   x = x.astype(np.float32)
   norm = resnetv2.GroupNorm(jnp.float32)
   ours = norm.apply(norm.init(jax.random.key(0), x), x)
-  np.testing.assert_allclose(ours, group_norm.group_norm_float64(x), atol=2e-3)
+  np.testing.assert_allclose(ours, bit_reference.group_norm_float64(x), atol=2e-3)
 
 
 def test_group_norm_matches_flax_two_pass_group_norm_and_its_gradients():
@@ -129,7 +128,7 @@ def test_group_norm_in_bfloat16_keeps_float32_statistics():
   assert ours.dtype == jnp.bfloat16
   # bfloat16 holds 1e3 + x to within 4: what is normalized is the rounded input, to bf16 output
   # precision (3 significant digits).
-  np.testing.assert_allclose(ours.astype(np.float32), group_norm.group_norm_float64(np.asarray(
+  np.testing.assert_allclose(ours.astype(np.float32), bit_reference.group_norm_float64(np.asarray(
       x.astype(jnp.float32))), atol=3e-2)
 
 
@@ -208,18 +207,3 @@ def test_bad_image_shape_is_explained():
   model = models.create("R50x1", num_classes=2)
   with pytest.raises(ValueError, match=r"expects images of shape \(B, H, W, 3\), got \(2, 32, 32\)"):
     model.init(jax.random.key(0), jnp.zeros((2, 32, 32)))
-
-
-@pytest.mark.parametrize("size, strides", [(2, 1), (4, 2), (3, 2), (1, 1)])
-def test_cpu_patch_convolution_equals_the_convolution(size, strides):
-  # At <= 2x2 output pixels XLA:CPU runs `convolve` as a product of image patches; it must give
-  # what lax's convolution gives (the logit-match tests use larger maps and never reach it).
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((2, size, size, 8)), jnp.float32)
-  kernel = jnp.asarray(rng.standard_normal((3, 3, 8, 5)), jnp.float32)
-  got = jax.jit(resnetv2.convolve, static_argnums=(2, 3))(x, kernel, strides, 1)
-  want = jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(1, 1)] * 2,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  assert got.shape == want.shape
-  assert got.shape[1] * got.shape[2] <= resnetv2.CPU_PATCHES_MAX_OUTPUT_PIXELS
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
