@@ -6,6 +6,8 @@ One finished smoke run is shared; each test that writes to a workdir works on it
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -85,3 +87,56 @@ def test_a_damaged_latest_checkpoint_is_one_warning_line(finished_smoke, tmp_pat
   assert f"Checkpoint {workdir}/checkpoints/6 is damaged or incomplete" in warnings[0]
   assert "Resuming from the checkpoint at step 3" in resumed.stderr
   assert [p.name for p in (workdir / "checkpoints").glob("6.damaged-*")]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"lr": "nan"}, "lr must be a finite number, got nan (--config.lr)."),
+    ({"weight_decay": "inf"}, "weight_decay must be a finite number, got inf "
+                              "(--config.weight_decay)."),
+    ({"lr": 0.0}, "lr must be positive, got 0.0."),
+])
+def test_a_non_finite_or_non_positive_number_is_refused_before_any_data_is_read(
+    tmp_path, override, message):
+  result = cli.run_main(tmp_path / "run", tmp_path / "no_data", **override)
+  cli.assert_fails_in_one_line(result, message)
+  assert not (tmp_path / "no_data").exists()
+
+
+def test_parameters_that_overflow_stop_the_run_without_a_checkpoint(tmp_path,
+                                                                    synthetic_data_dir):
+  result = cli.run_main(tmp_path, synthetic_data_dir, lr=1e38, warmup_steps=0,
+                        **{"fewshot.shots": "()"})
+  cli.assert_fails_in_one_line(result, "The loss, gradients or parameters became NaN or infinite "
+                                       "at step ", "; stopping without saving the bad state")
+  assert not (tmp_path / "summary.json").exists()
+  assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read the file (No such file or directory)"),
+    ("def get_config(:\n", "line 1: SyntaxError: "),
+])
+@pytest.mark.parametrize("program", ["big_transfer.main", "big_transfer.preflight"])
+def test_a_missing_or_unparsable_config_file_is_one_line(tmp_path, program, content, message):
+  recipe = tmp_path / "recipe.py"
+  if content is not None:
+    recipe.write_text(content)
+  result = subprocess.run([sys.executable, "-m", program, f"--config={recipe}",
+                           f"--workdir={tmp_path / 'run'}"], cwd=cli.REPO, text=True,
+                          capture_output=True, env=cli.env_with_devices(1), timeout=300)
+  cli.assert_fails_in_one_line(result, f"--config={recipe}: {message}")
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("def get_sweep(arg):\n  return 1 / 0\n",
+     "failed: ZeroDivisionError: division by zero (rerun with --verbosity=1 for the traceback)"),
+    ("def get_sweep(arg:\n", "line 1: SyntaxError: "),
+])
+def test_a_sweep_file_that_fails_or_does_not_parse_is_one_line(tmp_path, content, message):
+  sweep_file = tmp_path / "sweep.py"
+  sweep_file.write_text(content)
+  result = subprocess.run([sys.executable, "-m", "big_transfer.sweep", f"--sweep={sweep_file}",
+                           f"--workdir={tmp_path / 'sweep'}"], cwd=cli.REPO, text=True,
+                          capture_output=True, env=cli.env_with_devices(1), timeout=300)
+  cli.assert_fails_in_one_line(result, str(sweep_file), message)
