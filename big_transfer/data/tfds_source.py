@@ -111,7 +111,8 @@ class TfdsSource:
       return
     if label_key:
       self._label_key = label_key
-      self._multi_hot = isinstance(features.get(label_key), tfds.features.Sequence)
+      self._multi_hot = label_key in features and isinstance(features[label_key],
+                                                             tfds.features.Sequence)
     else:
       self._multi_hot = cfg.multilabel and LABELS in features
       self._label_key = LABELS if self._multi_hot else LABEL
