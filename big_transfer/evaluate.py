@@ -110,6 +110,7 @@ def run(init: str, names: list[str], workdir, config: ml_collections.ConfigDict)
   for eval_set in eval_sets:  # Each set before any image, so a missing one fails at once.
     data.check_eval_set(eval_set, config.data_dir)
   model = load_model(init)
+  evaluators.check_head(model.network.num_classes, config.label_map)
   resolution, view = config.resolution or model.resolution, config.view or model.recipe
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   sharding.check_batch_size(config.batch_size, mesh)

@@ -106,6 +106,18 @@ def check(names, label_map: str) -> list[eval_sets.EvalSet]:
   return sets
 
 
+def check_head(num_classes: int, label_map: str) -> None:
+  """Raises a ConfigError unless a head of `num_classes` logits, mapped by `label_map`, gives
+  ImageNet-1k's 1000 (what every evaluator scores)."""
+  index = class_lists.label_map_index(label_map)
+  expected = class_lists.IMAGENET_CLASSES if index is None else class_lists.IMAGENET21K_CLASSES
+  if num_classes != expected:
+    hint = (" A 21,843-way BiT-M head needs label_map=i21k_to_i1k." if index is None else
+            f" label_map={label_map} maps a {expected}-way head.")
+    raise errors.ConfigError(f"The model has {num_classes} classes; the evaluators score "
+                             f"ImageNet-1k's {class_lists.IMAGENET_CLASSES}.{hint}")
+
+
 def evaluate(eval_set: eval_sets.EvalSet, params, logits_fn: Callable, *, data_dir: str | None,
              recipe: str, crop: int, batch_size: int,
              batch_sharding: jax.sharding.NamedSharding, label_map: str = "",
@@ -114,7 +126,8 @@ def evaluate(eval_set: eval_sets.EvalSet, params, logits_fn: Callable, *, data_d
 
   Args:
     logits_fn: (params, images: global (B, crop, crop, 3) split like the batch) -> logits
-      (B, K), split like the batch: a 1000-way ImageNet head, or the head `label_map` maps.
+      (B, K), split like the batch: a 1000-way ImageNet head, or the head `label_map` maps
+      (`check_head` first).
     recipe, crop: the evaluation view (`preprocess.eval_view`).
     batch_size: global batch size.
     progress: show a progress bar on stderr (process 0).
@@ -136,10 +149,6 @@ def evaluate(eval_set: eval_sets.EvalSet, params, logits_fn: Callable, *, data_d
     for batch in batches:
       logits = logits_fn(params, batch["image"])
       logits = logits if mapped is None else mapped(logits)
-      if logits.shape[-1] != class_lists.IMAGENET_CLASSES:
-        raise errors.ConfigError(
-            f"The model has {logits.shape[-1]} classes; evaluator {eval_set.name!r} scores "
-            "ImageNet-1k's 1000. A 21,843-way BiT-M head needs label_map=i21k_to_i1k.")
       local = multihost_utils.global_array_to_host_local_array(
           {"logits": logits, "label": batch["label"], "mask": batch["mask"]},
           batch_sharding.mesh, batch_sharding.spec)

@@ -56,7 +56,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   workdir.mkdir(parents=True, exist_ok=True)
   exp = experiment.build(config)
   fewshot_cfgs = _open_evaluation_data(exp)
-  ready_evals = _ready_evaluators(config)
+  ready_evals = _ready_evaluators(config, exp.model.num_classes)
   logging.info("Topology: %s", sharding.describe(exp.mesh, config.batch_size,
                                                   config.grad_accum_steps))
   logging.info("Schedule: %s", exp.schedule.describe(config.batch_size,
@@ -108,10 +108,12 @@ def _open_evaluation_data(exp: experiment.Experiment) -> dict[str, data.InputCon
   return fewshot_cfgs
 
 
-def _ready_evaluators(config) -> list[eval_sets.EvalSet]:
+def _ready_evaluators(config, num_classes: int) -> list[eval_sets.EvalSet]:
   """The evaluation sets of `config.evals` whose data is ready; the others are named, with what
   prepares them, in one warning, and skipped: a missing robustness set never stops a run."""
   ready, missing = [], []
+  if config.evals:
+    evaluators.check_head(num_classes, config.evals_label_map)
   for eval_set in evaluators.check(config.evals, config.evals_label_map):
     try:
       data.check_eval_set(eval_set, config.data.data_dir)
