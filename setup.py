@@ -15,6 +15,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=setuptools.find_packages(include=["big_transfer", "big_transfer.*"]),
+    # The ImageNet class lists the evaluators read (each names its source in its header).
+    package_data={"big_transfer.data": ["labels/*.txt"]},
     python_requires=">=3.11",
     install_requires=[
         "absl-py>=2.1",
@@ -29,6 +31,8 @@ setuptools.setup(
         "orbax-checkpoint>=0.6.4",
         "tensorboard>=2.16",
         "etils[epath]>=1.7",
+        # The evaluators' progress bars (big_transfer/training/evaluators.py); TFDS needs it too.
+        "tqdm>=4.60",
         # The plots of a sweep's results (big_transfer/sweep/plots.py).
         "matplotlib>=3.8",
     ],

@@ -33,4 +33,8 @@ def get_config(arg: str = ""):
   config.data.eval_split = f"full[:{HELD_OUT}]"
   upstream.set_recipe(config, IMAGENET21K_IMAGES - HELD_OUT, epochs=90,
                                  decay_epochs=(30, 60, 80))
+  # ImageNet-1k's minival, validation, v2 and ReaL, as big_vision's BiT configs evaluate them;
+  # a set that is not prepared is named in a warning at the start and skipped.
+  config.evals = upstream.IMAGENET_EVALS
+  config.evals_label_map = "i21k_to_i1k"  # The 21,843 logits scored on ImageNet-1k's classes.
   return config

@@ -27,4 +27,7 @@ def get_config(arg: str = ""):
   config.data.eval_split = "validation"
   upstream.set_recipe(config, ILSVRC2012_TRAIN_IMAGES, epochs=90,
                                  decay_epochs=(30, 60, 80))
+  # ImageNet-1k's minival, validation, v2 and ReaL, as big_vision's BiT configs evaluate them;
+  # a set that is not prepared is named in a warning at the start and skipped.
+  config.evals = upstream.IMAGENET_EVALS
   return config

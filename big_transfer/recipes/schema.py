@@ -12,8 +12,7 @@ import ml_collections
 
 from big_transfer import data, errors
 from big_transfer.recipes import upstream
-from big_transfer.training import fewshot, optim
-
+from big_transfer.training import evaluators, fewshot, optim
 
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -53,6 +52,13 @@ def base() -> ml_collections.ConfigDict:
   config.fewshot = ml_collections.ConfigDict(dict(
       datasets=ml_collections.ConfigDict(), shots=fewshot.DEFAULT_SHOTS,
       seeds=fewshot.DEFAULT_SEEDS, l2_reg=fewshot.DEFAULT_L2_REG))
+
+  # Evaluators (big_transfer.training.evaluators; docs/evaluation.md), run with the eval split
+  # at the end and every eval_every_steps: names such as "imagenet2012_real", "imagenet_a",
+  # "objectnet:DIR". One whose data is not prepared is named in a warning at the start and
+  # skipped. evals_label_map maps the head to ImageNet-1k first ("i21k_to_i1k" for BiT-M's).
+  config.evals = ()
+  config.evals_label_map = ""
 
   # What the recipe decided and why (configs/hyperrule.py: the resolution rule, the schedule,
   # MixUp, the examples counted), logged at the start of the run and kept in summary.json.
@@ -94,6 +100,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   if any(k < 1 for k in config.fewshot.shots) or config.fewshot.seeds < 1:
     raise errors.ConfigError("fewshot.shots must be >= 1 and fewshot.seeds >= 1, got shots "
                              f"{tuple(config.fewshot.shots)} and seeds {config.fewshot.seeds}.")
+  evaluators.check(config.evals, config.evals_label_map)
   if config.fewshot.l2_reg <= 0:
     raise errors.ConfigError(f"fewshot.l2_reg must be positive, got {config.fewshot.l2_reg}.")
 

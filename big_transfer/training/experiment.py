@@ -29,11 +29,13 @@ class JittedSteps:
     train: (state, batch) -> (state, metrics); the state is donated.
     eval: (params, batch with "mask") -> summed {"correct", "loss", "count"}, replicated.
     features: (params, images (B, H, W, 3)) -> pre-logits features (B, D), split like the batch.
+    logits: (params, images (B, H, W, 3)) -> logits (B, K), split like the batch (evaluators).
   """
   create: Callable
   train: Callable
   eval: Callable
   features: Callable
+  logits: Callable
 
 
 def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
@@ -57,7 +59,14 @@ def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
       train=jax.jit(train, in_shardings=(state_shardings, batch),
                     out_shardings=(state_shardings, replicated), donate_argnums=0),
       eval=jax.jit(evaluate, in_shardings=(params, batch), out_shardings=replicated),
-      features=jax.jit(features, in_shardings=(params, batch), out_shardings=batch))
+      features=jax.jit(features, in_shardings=(params, batch), out_shardings=batch),
+      logits=jit_logits(model, params, batch))
+
+
+def jit_logits(model: models.ResNetV2, param_shardings, batch_sharding) -> Callable:
+  """`steps.logits_step` of `model`, jitted with the params' and the batch's shardings."""
+  return jax.jit(functools.partial(steps.logits_step, model=model),
+                 in_shardings=(param_shardings, batch_sharding), out_shardings=batch_sharding)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -143,6 +143,11 @@ def eval_step(params, batch: dict, *, model: nn.Module,
           "count": count}
 
 
+def logits_step(params, images: jax.Array, *, model: nn.Module) -> jax.Array:
+  """Logits (B, K) of images (B, H, W, 3) in [-1, 1]: what evaluators score."""
+  return model.apply({"params": params}, images)
+
+
 def features_step(params, images: jax.Array, *, model: nn.Module) -> jax.Array:
   """Pre-logits features (B, D) of a model built with `num_classes=None`."""
   params = {k: v for k, v in params.items() if k != "head"}
