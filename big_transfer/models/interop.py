@@ -31,6 +31,10 @@ _UNIT_LAYERS = {
     "gn3": "c/group_norm", "conv3": "c/standardized_conv2d",
 }
 _NORM_PARAMS = {"scale": "gamma", "bias": "beta"}
+# Modules of our networks that no published checkpoint holds: the norm of a normalized stem
+# feature map (`ResNetV2.normalize_features`; BiT never normalizes its root). They keep their
+# initial values and do not make the architectures differ.
+_UNPUBLISHED_MODULES = ("stem_norm",)
 _MODULE_NAME = re.compile(r"^block(\d+)_unit(\d+)$")
 
 
@@ -260,7 +264,8 @@ def merge_pretrained(init_params, pretrained, keep_head: bool = False,
     (params, report) with `params` shaped like `init_params`.
   """
   init_flat, pre_flat = _flatten(init_params), _flatten(pretrained)
-  body = lambda flat: {p: tuple(x.shape) for p, x in flat.items() if p[0] != "head"}
+  body = lambda flat: {p: tuple(x.shape) for p, x in flat.items()
+                       if p[0] != "head" and p[0] not in _UNPUBLISHED_MODULES}
   if body(init_flat) != body(pre_flat) and not allow_partial:
     raise errors.CheckpointError(
         f"The pretrained weights are of an {architecture(pretrained)}, the model is an "
