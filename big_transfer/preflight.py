@@ -30,7 +30,6 @@ from big_transfer.training import checkpoints
 
 from big_transfer.training import experiment
 
-from big_transfer.training import steps
 
 from big_transfer.launch import tpu_types
 from big_transfer.data import dataset_table

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from big_transfer import errors, models
+from big_transfer import errors
 
 from big_transfer.training import losses
 
