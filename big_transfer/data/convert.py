@@ -77,7 +77,8 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
   percents = convert_sources.parse_split_percent(split_percent) if split_percent else None
   class_names, absent, units = convert_sources.plan(
       source, percents, lambda present: class_orders.label_order(present, classes))
-  report_dir = f"{data_dir.rstrip('/')}/{name}/.{convert_builder.VERSION}.unit_reports"
+  # Beside the data set, not inside its folder, where TFDS would take it for a config.
+  report_dir = f"{data_dir.rstrip('/')}/.{name}-{convert_builder.VERSION}.unit_reports"
   conversion = convert_builder.Conversion(
       source=source, class_names=class_names, absent_classes=absent, units=units,
       workers=workers, report_dir=report_dir, beam=bool(beam_runner or beam_options))
@@ -85,12 +86,16 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
   if builder.is_prepared():
     logging.info("%s is prepared already in %s; nothing to do.", name, builder.data_path)
     return convert_builder.read_report(builder)
-  convert_builder.clear_unit_reports(conversion)
-  # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir.
-  with tempfile.TemporaryDirectory() as downloads:
-    builder.download_and_prepare(
-        download_dir=downloads,
-        download_config=_download_config(shards, beam_runner, beam_options))
+  convert_builder.clear_unit_reports(conversion)  # Of a run that was killed.
+  try:
+    # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir.
+    with tempfile.TemporaryDirectory() as downloads:
+      builder.download_and_prepare(
+          download_dir=downloads,
+          download_config=_download_config(shards, beam_runner, beam_options))
+  except BaseException:  # TFDS removes its half-written folder; the unit reports go with it.
+    convert_builder.clear_unit_reports(conversion)
+    raise
   return convert_builder.write_report(builder, conversion)
 
 
