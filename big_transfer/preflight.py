@@ -49,7 +49,7 @@ def dataset_info_without_data(config: ml_collections.ConfigDict) -> data.Dataset
 
   Raises a ConfigError when neither knows the number of classes.
   """
-  facts = dataset_table.KNOWN.get(config.dataset.split(":")[0])
+  facts = dataset_table.find(config.dataset)
   num_classes = config.num_classes or (facts.num_classes if facts else 0)
   if not num_classes:
     raise errors.ConfigError(

@@ -77,14 +77,9 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
 def _table_facts(dataset: str,
                  builder: tfds.core.DatasetBuilder) -> dataset_table.DatasetFacts | None:
   """The table entry of `dataset`, or of a standard transfer set read through this builder."""
-  if dataset in dataset_table.KNOWN:
-    return dataset_table.KNOWN[dataset]
   config = builder.builder_config
   full_name = f"{builder.name}/{config.name}" if config else builder.name
-  for facts in dataset_table.KNOWN.values():
-    if facts.tfds_name.split(":")[0] in (builder.name, full_name):
-      return facts
-  return None
+  return dataset_table.find(dataset, (builder.name, full_name))
 
 
 class TfdsSource:

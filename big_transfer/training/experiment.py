@@ -133,7 +133,9 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
       steps.create_train_state, model=model, optimizer=optimizer, image_shape=image_shape),
       jax.random.key(0))
   state_shardings = sharding.param_shardings(abstract_state, mesh)
-  record = run_record.RunRecord.of_run(config, num_classes, info.class_names)
+  state_dtypes = " ".join(sorted({str(leaf.dtype) for leaf in
+                                  jax.tree.leaves(abstract_state.params)}))
+  record = run_record.RunRecord.of_run(config, num_classes, info.class_names, state_dtypes)
   jitted = jit_steps(model, optimizer, schedule, mesh, state_shardings, config.loss,
                      config.grad_accum_steps, image_shape)
   return Experiment(config, mesh, input_cfg, info, model, schedule, optimizer, abstract_state,

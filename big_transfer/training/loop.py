@@ -129,10 +129,10 @@ def _ready_evaluators(config, num_classes: int) -> list[eval_sets.EvalSet]:
 def _initial_or_restored_state(config, exp: experiment.Experiment,
                                ckpts: checkpoints.Checkpoints):
   """(state, step): the workdir's latest checkpoint, or a fresh state (with `config.init`)."""
-  restored = ckpts.restore(checkpoints.abstract_like(exp.abstract_state, exp.state_shardings))
+  restored = ckpts.restore(checkpoints.abstract_like(exp.abstract_state, exp.state_shardings),
+                           expected=exp.record)
   if restored is not None:
-    state, saved_record, step = restored
-    saved_record.check_resumable_by(exp.record)
+    state, _, step = restored
     logging.info("Resuming from the checkpoint at step %d.", step)
     return state, step
   state = exp.steps.create(jax.random.key(config.seed))
@@ -181,7 +181,8 @@ class _PreemptionWatch:
 def _check_finite(state) -> None:
   bad = int(state.first_bad_step)
   if bad >= 0:
-    raise errors.NonFiniteLossError(f"The loss or gradients became NaN or infinite at step {bad}; "
+    raise errors.NonFiniteLossError(f"The loss, gradients or parameters became NaN or infinite "
+                                    f"at step {bad}; "
                                     "stopping without saving the bad state (the latest "
                                     "checkpoint holds the last good weights). Lower the "
                                     "learning rate or set --config.grad_clip_norm.")
