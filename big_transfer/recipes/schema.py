@@ -14,6 +14,7 @@ from big_transfer import data, errors
 from big_transfer.recipes import upstream
 from big_transfer.training import evaluators, fewshot, optim
 
+
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = "BiT-S-R50x1"        # R<depth>x<width>, see big_transfer.models.create.

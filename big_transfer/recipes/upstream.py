@@ -52,7 +52,7 @@ FEWSHOT = {
     "oxford_flowers102": ("train+validation", "test"),
 }
 
-
-# The ImageNet-1k sets upstream runs are scored on (big_vision's BiT ImageNet configs evaluate
-# minival, validation, v2 and ReaL); BiT-M scores its 21k head on them through a label map.
+# The ImageNet-1k sets upstream runs on ImageNet are scored on (big_vision's BiT ImageNet configs
+# evaluate minival, validation, v2 and ReaL); BiT-M scores its 21k head on them through a label
+# map. BiT-L's JFT head has no map to ImageNet, so its recipe sets none.
 IMAGENET_EVALS = ("imagenet2012_minival", "imagenet2012", "imagenet_v2", "imagenet2012_real")
