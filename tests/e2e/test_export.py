@@ -35,7 +35,7 @@ def _record(recipe: str = "finetune") -> run_record.RunRecord:
   config.data.crop = CROP
   config.data.recipe = recipe
   config.batch_size = 8
-  return run_record.RunRecord.of_run(config, len(CLASS_NAMES), CLASS_NAMES)
+  return run_record.RunRecord.of_run(config, len(CLASS_NAMES), CLASS_NAMES, "float32")
 
 
 def _random_params(seed: int) -> dict:
