@@ -26,6 +26,7 @@ As every recipe here, the rate is stated at the recipe's batch and follows --con
 """
 
 from big_transfer import errors
+from big_transfer.recipes import scaling
 from big_transfer.recipes import schema as config_lib
 
 # ImageNet: 98% of the train split (1,281,167 images) trains, the last 1% is big_vision's minival.
@@ -53,13 +54,13 @@ def _set_distill_recipe(config, *, lr: float, wd: float, at_batch: int, warmup_s
   """big_vision's optimization for distillation, following --config.batch_size."""
   config.batch_size = at_batch
   config.optimizer = "adam"
-  config.lr = config_lib.scaled_by_batch(config, lr, at_batch)
+  config.lr = scaling.scaled_by_batch(config, lr, at_batch)
   config.weight_decay = wd
   config.grad_clip_norm = 1.0
   config.lr_decay = "cosine"
   config.decay_fractions = ()
-  config.total_steps = config_lib.steps_for_examples(config, epochs * train_examples)
-  config.warmup_steps = config_lib.steps_for_examples(config, warmup_steps * at_batch)
+  config.total_steps = scaling.steps_for_examples(config, epochs * train_examples)
+  config.warmup_steps = scaling.steps_for_examples(config, warmup_steps * at_batch)
   config.data.mixup_alpha = 1.0
   config.data.recipe = "upstream"  # Inception crop and flip; central crop to evaluate.
   config.distill.temperature = temperature

@@ -23,11 +23,15 @@ import tensorflow as tf
 
 from big_transfer import errors
 from big_transfer.data import config as config_lib
+from big_transfer.data import image_repair
 from big_transfer.data import preprocess
 from big_transfer.data import sampling
 from big_transfer.data import streams
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = tuple(image_repair.IMAGE_FORMATS)
+# Above this many images in a split folder, checking them all on every host at start costs more
+# than converting the folder once into a sharded TFDS data set that each host reads its share of.
+CONVERT_ABOVE = 100_000
 _SPLIT = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 
@@ -47,37 +51,29 @@ class FolderSplit:
   skipped: tuple[str, ...]
 
 
-def _subfolders(folder: epath.Path) -> list[epath.Path]:
+def subfolders(folder: epath.Path) -> list[epath.Path]:
+  """The sub-folders of `folder`, sorted by name."""
   return sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name)
 
 
-def _split_folders(root: epath.Path) -> dict[str, epath.Path]:
+def split_folders(root: epath.Path) -> dict[str, epath.Path]:
   """Split name -> the folder holding that split's class folders."""
   if not root.is_dir():
     raise errors.DataError(f"Image folder {root} does not exist or is not a folder.")
-  subfolders = _subfolders(root)
-  if not subfolders:
+  children = subfolders(root)
+  if not children:
     raise errors.DataError(f"Image folder {root} has no sub-folders. Put the images of each class "
                            "in a sub-folder named after the class, or use train/ and test/ "
                            "sub-folders that each hold such class folders.")
-  if (root / "train").is_dir() and _subfolders(root / "train"):
-    return {p.name: p for p in subfolders if _subfolders(p)}
+  if (root / "train").is_dir() and subfolders(root / "train"):
+    return {p.name: p for p in children if subfolders(p)}
   return {"train": root}
-
-
-def _decoded_size(encoded: tf.Tensor) -> tf.Tensor:
-  """int32 (2,) (height, width) of an image, after decoding all of it (fails on a bad file)."""
-  def jpeg():
-    with tf.control_dependencies([tf.io.decode_jpeg(encoded, channels=3, ratio=8)]):
-      return tf.image.extract_jpeg_shape(encoded)[:2]
-
-  return tf.cond(tf.io.is_jpeg(encoded), jpeg, lambda: tf.shape(preprocess.decode(encoded))[:2])
 
 
 def _check_images(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
   """Returns bool (n,) readable and int64 (n, 2) (height, width) of each image file."""
   checked = (tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string)).enumerate()
-             .map(lambda index, path: (index, _decoded_size(tf.io.read_file(path))),
+             .map(lambda index, path: (index, image_repair.decoded_size(tf.io.read_file(path))),
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
              .ignore_errors())
   readable = np.zeros(len(paths), bool)
@@ -89,10 +85,11 @@ def _check_images(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=16)
-def _index_split(folder: str, class_names: tuple[str, ...]) -> FolderSplit:
-  """Lists and checks the images of one split folder (cached: it decodes every image)."""
+def _index_split(folder: str, class_names: tuple[str, ...], root: str) -> FolderSplit:
+  """Lists and checks the images of one split folder of the `folder:` data set at root (cached:
+  it decodes every image)."""
   folder = epath.Path(folder)
-  extra = sorted({p.name for p in _subfolders(folder)} - set(class_names))
+  extra = sorted({p.name for p in subfolders(folder)} - set(class_names))
   if extra:
     raise errors.DataError(f"Split folder {folder} has class folders {extra} that the train split "
                            "lacks; every split must use the train split's classes "
@@ -108,6 +105,12 @@ def _index_split(folder: str, class_names: tuple[str, ...]) -> FolderSplit:
                              f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder.")
     paths += files
     labels += [label] * len(files)
+  if len(paths) > CONVERT_ABOVE:
+    logging.warning(
+        "Image folder %s holds %d images: every host lists and checks all of them at start. "
+        "Convert it once into a sharded TFDS data set, which each host reads its share of: "
+        "python -m big_transfer.data.convert --source=folder:%s --name=NAME --data_dir=DIR "
+        "(then dataset=NAME, data.data_dir=DIR; docs/data.md).", folder, len(paths), root)
   readable, sizes = _check_images(paths)
   skipped = tuple(path for path, ok in zip(paths, readable, strict=True) if not ok)
   for path in skipped:
@@ -150,9 +153,9 @@ class FolderSource:
   def __init__(self, cfg: config_lib.InputConfig):
     self._cfg = cfg
     self._root = epath.Path(cfg.dataset[len(config_lib.FOLDER_PREFIX):])
-    self._folders = _split_folders(self._root)
+    self._folders = split_folders(self._root)
     train_name, _ = _parse_split(cfg.train_split)
-    self.class_names = tuple(p.name for p in _subfolders(self._folder(train_name)))
+    self.class_names = tuple(p.name for p in subfolders(self._folder(train_name)))
     self.num_classes = len(self.class_names)
 
   def _folder(self, name: str) -> epath.Path:
@@ -166,7 +169,7 @@ class FolderSource:
   def _split(self, spec: str) -> tuple[FolderSplit, np.ndarray]:
     """The checked images of the split folder, and the int64 indices the slice keeps."""
     name, bounds = _parse_split(spec)
-    split = _index_split(str(self._folder(name)), self.class_names)
+    split = _index_split(str(self._folder(name)), self.class_names, str(self._root))
     indices = np.arange(len(split.labels))
     return split, indices[_resolve(bounds, len(indices))]
 
@@ -180,7 +183,8 @@ class FolderSource:
     split, indices = self._split(cfg.train_split)
     k = cfg.examples_per_class
     names = {_parse_split(spec)[0] for spec in (cfg.train_split, cfg.eval_split)}
-    skipped = sum(len(_index_split(str(self._folders[name]), self.class_names).skipped)
+    skipped = sum(len(_index_split(str(self._folders[name]), self.class_names,
+                                   str(self._root)).skipped)
                   for name in names if name in self._folders)
     return config_lib.DatasetInfo(
         num_train_examples=k * self.num_classes if k else len(indices),

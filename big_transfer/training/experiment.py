@@ -32,11 +32,13 @@ class JittedSteps:
     eval: (params, *frozen, batch with "mask") -> summed {"correct", "loss", "count"} (and a
       distillation run's `distill.distance_sums`), replicated.
     features: (params, images (B, H, W, 3)) -> pre-logits features (B, D), split like the batch.
+    logits: (params, images (B, H, W, 3)) -> logits (B, K), split like the batch (evaluators).
   """
   create: Callable
   train: Callable
   eval: Callable
   features: Callable
+  logits: Callable
 
 
 def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
@@ -60,7 +62,14 @@ def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
       train=jax.jit(train, in_shardings=(state_shardings, batch),
                     out_shardings=(state_shardings, replicated), donate_argnums=0),
       eval=jax.jit(evaluate, in_shardings=(params, batch), out_shardings=replicated),
-      features=jax.jit(features, in_shardings=(params, batch), out_shardings=batch))
+      features=jax.jit(features, in_shardings=(params, batch), out_shardings=batch),
+      logits=jit_logits(model, params, batch))
+
+
+def jit_logits(model: models.ResNetV2, param_shardings, batch_sharding) -> Callable:
+  """`steps.logits_step` of `model`, jitted with the params' and the batch's shardings."""
+  return jax.jit(functools.partial(steps.logits_step, model=model),
+                 in_shardings=(param_shardings, batch_sharding), out_shardings=batch_sharding)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +145,8 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
       steps.create_train_state, model=model, optimizer=optimizer, image_shape=image_shape),
       jax.random.key(0))
   state_shardings = sharding.param_shardings(abstract_state, mesh)
+  state_dtypes = " ".join(sorted({str(leaf.dtype) for leaf in
+                                  jax.tree.leaves(abstract_state.params)}))
   jitted = jit_steps(model, optimizer, schedule, mesh, state_shardings, config.loss,
                      config.grad_accum_steps, image_shape)
   teacher = None
@@ -147,8 +158,8 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
                                         config.grad_accum_steps, config.loss)
     jitted = dataclasses.replace(jitted, train=train, eval=evaluate)
   record = run_record.RunRecord.of_run(
-      config, num_classes, info.class_names, teacher=teacher and teacher.paths,
-      teacher_sha256=teacher and teacher.sha256)
+      config, num_classes, info.class_names, state_dtypes,
+      **({} if teacher is None else dict(teacher=teacher.paths, teacher_sha256=teacher.sha256)))
   return Experiment(config, mesh, input_cfg, info, model, schedule, optimizer, abstract_state,
                     state_shardings, record, jitted, teacher)
 

@@ -19,6 +19,8 @@ from big_transfer import errors
 
 # The rate is multiplied by this after each decay step, as in the paper and the released code.
 DECAY_FACTOR = 0.1
+# BiT's SGD momentum, upstream and downstream.
+MOMENTUM = 0.9
 # How the rate falls after the warm-up (`config.lr_decay`): x0.1 steps (BiT) or a cosine to 0
 # (big_vision's distillation recipes).
 LR_DECAYS = ("steps", "cosine")
@@ -48,7 +50,7 @@ class Schedule:
     if self.total_steps < 1:
       raise errors.ConfigError(f"total_steps must be >= 1, got {self.total_steps}; set "
                                "--config.total_steps to the number of updates to run.")
-    if self.peak_lr <= 0:
+    if not self.peak_lr > 0:  # NaN too.
       raise errors.ConfigError(f"lr must be positive, got {self.peak_lr}.")
     if not 0 <= self.warmup_steps <= self.total_steps:
       raise errors.ConfigError(f"warmup_steps must be in [0, total_steps={self.total_steps}], "
@@ -110,9 +112,8 @@ def weight_decay_mask(params):
   return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
-def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
-                   grad_clip_norm: float | None = None,
-                   nesterov: bool = False) -> optax.GradientTransformation:
+def make_optimizer(momentum: float = MOMENTUM, weight_decay: float = 0.0,
+                   grad_clip_norm: float | None = None) -> optax.GradientTransformation:
   """SGD with momentum as BiT trained it, up to the learning rate: clip, add decay, accumulate.
 
   Its updates are the momentum buffer; the train step multiplies them by `-lr(state.step)`, so
@@ -127,7 +128,6 @@ def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
       paper's TF/Keras SGD did (1e-4 upstream, 0 downstream). It is not AdamW-style decoupled
       decay. Only kernels are decayed, see `weight_decay_mask`.
     grad_clip_norm: if set, gradients are first rescaled to at most this global L2 norm.
-    nesterov: use Nesterov momentum.
   """
   if momentum < 0 or momentum >= 1:
     raise errors.ConfigError(f"momentum must be in [0, 1), got {momentum}.")
@@ -137,31 +137,44 @@ def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
   if grad_clip_norm is not None and grad_clip_norm <= 0:
     raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to "
                              "turn clipping off.")
-  steps = []
+  return optax.chain(*(transform for _, transform in _parts(momentum, weight_decay,
+                                                               grad_clip_norm)))
+
+
+def state_layout(momentum: float = MOMENTUM, weight_decay: float = 0.0,
+                 grad_clip_norm: float | None = None) -> str:
+  """The transformations of `make_optimizer(...)` in order, e.g. "add_decayed_weights -> trace":
+  what decides the structure of its state, which a checkpoint must share to be resumed."""
+  return " -> ".join(name for name, _ in _parts(momentum, weight_decay, grad_clip_norm))
+
+
+def _parts(momentum, weight_decay, grad_clip_norm):
+  """(name, transformation) of each stage of the optimizer, in the order they apply."""
+  parts = []
   if grad_clip_norm is not None:
     # Clip the loss gradient alone, so the decay term does not eat into the clipping budget.
-    steps.append(optax.clip_by_global_norm(grad_clip_norm))
+    parts.append(("clip_by_global_norm", optax.clip_by_global_norm(grad_clip_norm)))
   if weight_decay:
-    steps.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
-  steps.append(optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=jnp.float32))
-  return optax.chain(*steps)
+    parts.append(("add_decayed_weights",
+                  optax.add_decayed_weights(weight_decay, mask=weight_decay_mask)))
+  parts.append(("trace", optax.trace(decay=momentum, accumulator_dtype=jnp.float32)))
+  return parts
 
 
-def make_adam(weight_decay: float, peak_lr: float, grad_clip_norm: float | None = None,
-              b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
+def make_adam(weight_decay: float, peak_lr: float,
+              grad_clip_norm: float | None = None) -> optax.GradientTransformation:
   """Adam as big_vision's distillation recipes run it, up to the learning rate.
 
   big_vision's update is `-s(step) * (lr * adam(clip(g)) + wd * w)` with `s` the schedule's
   multiplier: the decay is decoupled from the gradient and follows the schedule, not the rate.
   The train step multiplies these updates by `lr(step) = peak_lr * s(step)`, so the decay term
-  here is `weight_decay / peak_lr * w`. The first moment is kept in bfloat16 (big_vision's
-  `mu_dtype`), halving the optimizer memory it takes.
+  here is `weight_decay / peak_lr * w`. Adam's defaults (b1 0.9, b2 0.999, eps 1e-8); the first
+  moment is kept in bfloat16 (big_vision's `mu_dtype`), halving the memory it takes.
 
   Args:
     weight_decay: big_vision's `wd` (e.g. 3e-4 for ImageNet), on kernels only (`weight_decay_mask`).
     peak_lr: the schedule's peak rate, which the step multiplies back in.
     grad_clip_norm: if set, gradients are first rescaled to at most this global L2 norm.
-    b1, b2: Adam's moment decays.
   """
   if weight_decay < 0:
     raise errors.ConfigError(f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it "
@@ -169,17 +182,40 @@ def make_adam(weight_decay: float, peak_lr: float, grad_clip_norm: float | None 
   if grad_clip_norm is not None and grad_clip_norm <= 0:
     raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to "
                              "turn clipping off.")
-  steps = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm is not None else []
-  steps.append(optax.scale_by_adam(b1=b1, b2=b2, mu_dtype=jnp.bfloat16))
+  return optax.chain(*(transform for _, transform in _adam_parts(weight_decay, peak_lr,
+                                                                    grad_clip_norm)))
+
+
+def _adam_parts(weight_decay, peak_lr, grad_clip_norm):
+  """(name, transformation) of each stage of `make_adam`, in the order they apply."""
+  parts = []
+  if grad_clip_norm is not None:
+    parts.append(("clip_by_global_norm", optax.clip_by_global_norm(grad_clip_norm)))
+  parts.append(("scale_by_adam", optax.scale_by_adam(mu_dtype=jnp.bfloat16)))
   if weight_decay:
-    steps.append(optax.add_decayed_weights(weight_decay / peak_lr, mask=weight_decay_mask))
-  return optax.chain(*steps)
+    parts.append(("add_decayed_weights",
+                  optax.add_decayed_weights(weight_decay / peak_lr, mask=weight_decay_mask)))
+  return parts
+
+
+def _check_optimizer(config: ml_collections.ConfigDict) -> None:
+  if config.optimizer not in OPTIMIZERS:
+    raise errors.ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r} "
+                             "(--config.optimizer).")
 
 
 def optimizer_from_config(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """The update direction a run config names (`config.optimizer`)."""
-  if config.optimizer == "sgd_momentum":
-    return make_optimizer(config.momentum, config.weight_decay, config.grad_clip_norm)
+  _check_optimizer(config)
   if config.optimizer == "adam":
     return make_adam(config.weight_decay, float(config.lr), config.grad_clip_norm)
-  raise errors.ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}.")
+  return make_optimizer(config.momentum, config.weight_decay, config.grad_clip_norm)
+
+
+def layout_from_config(config: ml_collections.ConfigDict) -> str:
+  """`state_layout` of the optimizer a run config names, e.g. "scale_by_adam"."""
+  _check_optimizer(config)
+  if config.optimizer == "adam":
+    return " -> ".join(name for name, _ in _adam_parts(config.weight_decay, float(config.lr),
+                                                        config.grad_clip_norm))
+  return state_layout(config.momentum, config.weight_decay, config.grad_clip_norm)
