@@ -175,7 +175,6 @@ def test_teacher_and_student_see_the_same_mixed_up_pixels(synthetic_data_dir, tm
   assert np.max(batch["label"], axis=-1).min() < 1  # MixUp mixed the batch.
   _, metrics = exp.steps.train(state, jax.device_put(batch, exp.batch_sharding), *frozen)
   np.testing.assert_allclose(float(metrics["loss"]), 0.0, atol=1e-5)
-  assert float(metrics["grad_norm"]) < 1e-3
 
 
 def test_a_teacher_with_other_classes_fails_naming_both(tmp_path):
