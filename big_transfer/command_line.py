@@ -5,6 +5,7 @@ A recipe's own error (a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` a
 the wrong type end in one `error:` line and exit code 1, as every UserError does.
 """
 
+import pathlib
 import sys
 
 from absl import app, flags
@@ -26,10 +27,32 @@ def refuse_positional_arguments(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
 
 
+def check_python_file(path: str, flag: str) -> None:
+  """Raises a ConfigError unless `path` (the file of `flag`, e.g. "--config") is a Python file
+  that exists and parses; a syntax error is named with its line."""
+  try:
+    source = pathlib.Path(path).read_text()
+  except OSError as e:
+    raise errors.ConfigError(f"{flag}={path}: cannot read the file ({e.strerror or e}); pass an "
+                             "existing recipe such as configs/NAME.py.") from None
+  try:
+    compile(source, path, "exec")
+  except SyntaxError as e:
+    raise errors.ConfigError(f"{flag}={path}: line {e.lineno}: {type(e).__name__}: {e.msg}; "
+                             "fix the file.") from None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (pass it as `app.run(main, flags_parser=parse_flags)`), with a bad
-  --config value or recipe argument reported in one line."""
+  """absl's flag parsing (pass it as `app.run(main, flags_parser=parse_flags)`), with a missing
+  or unparsable recipe file, a bad --config value or recipe argument reported in one line."""
   overrides = [arg for arg in argv[1:] if arg.startswith("--config.")]
+  try:
+    for arg in argv[1:]:
+      if arg.startswith("--config="):
+        check_python_file(arg.removeprefix("--config=").partition(":")[0], "--config")
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

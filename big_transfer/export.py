@@ -1,11 +1,13 @@
 """Exports a trained checkpoint for use outside big_transfer: npz, TF SavedModel or flax msgpack.
 
     python -m big_transfer.export --workdir=DIR --output=PATH [--format=npz|savedmodel|params]
-        [--step=N] [--overwrite]
+        [--step=N] [--overwrite] [--features=stem,C2,C3,C4,C5 [--output_stride=16]]
 
 "npz" is the published BiT layout (timm and the original code load it), "savedmodel" a TF
 SavedModel that takes uint8 images of any size and does the eval preprocessing itself (TF
-Serving, TF Lite), "params" the flax params tree in msgpack (JAX users). Every export
+Serving, TF Lite), "params" the flax params tree in msgpack (JAX users). A SavedModel exported
+with `--features` also has a `features` signature returning the backbone's feature maps
+(docs/features.md). Every export
 gets its metadata (model, classes, resolution, preprocessing, training config, step) as JSON:
 `PATH.json` beside a file, `PATH/metadata.json` inside a SavedModel directory. The export is
 written under a temporary name beside PATH and renamed into place, so a failure never leaves a
@@ -13,6 +15,7 @@ half-written output nor destroys an existing one. See docs/export.md.
 """
 
 import dataclasses
+import functools
 import json
 import sys
 import uuid
@@ -37,6 +40,8 @@ FORMATS = ("npz", "savedmodel", "params")
 TIMM_MODELS = {name: f"resnetv2_{depth}x{width}_bit"
                for name, (depth, width) in models.VARIANTS.items()}
 SAVEDMODEL_METADATA = "metadata.json"
+# The SavedModel signature that returns feature maps (`--features`).
+FEATURES_SIGNATURE = "features"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +100,8 @@ def _check_params_fit(trained: Trained) -> None:
                                  f"{trained.record.num_classes} classes).")
 
 
-def metadata(trained: Trained, format: str) -> dict:
+def metadata(trained: Trained, format: str, features: tuple[str, ...] = (),
+             output_stride: int = 32) -> dict:
   """What a user of the export needs to know, JSON-ready."""
   record = trained.record
   depth, width = models.parse_name(record.model)
@@ -108,7 +114,7 @@ def metadata(trained: Trained, format: str) -> dict:
   else:
     inputs = {"dtype": "float32", "shape": [None, crop, crop, 3],
               "preprocessing_included": False}
-  return {
+  info = {
       "format": format,
       "model": record.model,
       "architecture": name,
@@ -132,6 +138,15 @@ def metadata(trained: Trained, format: str) -> dict:
       "training_config": record.config,
       "big_transfer_version": big_transfer.__version__,
   }
+  if features:
+    maps = {i.name: i for i in models.feature_info(record.model, output_stride)}
+    info["features"] = {
+        "signature": FEATURES_SIGNATURE, "output_stride": output_stride,
+        "input": {"name": "images", "dtype": "uint8", "shape": [None, None, None, 3],
+                  "preprocessing": "scaled to [-1, 1], no resize"},
+        "maps": [{"name": name, "stride": maps[name].stride, "channels": maps[name].channels,
+                  "dtype": "float32", "layout": "NHWC"} for name in features]}
+  return info
 
 
 def metadata_path(output, format: str) -> epath.Path:
@@ -142,8 +157,12 @@ def metadata_path(output, format: str) -> epath.Path:
   return output.parent / f"{output.name}.json"
 
 
-def serving_module(trained: Trained):
+def serving_module(trained: Trained, features: tuple[str, ...] = (), output_stride: int = 32):
   """A `tf.Module` whose `serve(images)` maps uint8 (B, H, W, 3) to {"logits": float32 (B, K)}.
+
+  With `features`, its `features(images)` maps uint8 (B, H, W, 3) of any size, only scaled to
+  [-1, 1], to those feature maps by name, float32 (B, ceil(H / stride), ceil(W / stride), C),
+  at `output_stride`.
 
   The run's evaluation view (`preprocess.eval_view` of its recipe: the resize, the central crop
   of the upstream recipe, the scaling) runs as TF ops; the network is the JAX model
@@ -161,8 +180,9 @@ def serving_module(trained: Trained):
       polymorphic_shapes=[None, f"(batch, {crop}, {crop}, 3)"], with_gradient=False,
       native_serialization_platforms=("cpu", "cuda", "tpu"))
 
-  @tf.function(autograph=False, input_signature=[
-      tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+  images_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+
+  @tf.function(autograph=False, input_signature=[images_spec])
   def serve(images):
     inputs = preprocess.eval_view(images, trained.recipe, crop)
     return {"logits": network(jax.tree.unflatten(treedef, variables), inputs)}
@@ -170,6 +190,22 @@ def serving_module(trained: Trained):
   module = tf.Module()
   module.variables_ = variables  # Tracked, so they are saved with the module.
   module.serve = serve
+  if features:
+    backbone = models.create(trained.record.model, num_classes=None, features=features,
+                             output_stride=output_stride)
+    # The classifier's params, head included (the backbone leaves it unused), so both signatures
+    # read the same tf.Variables and the SavedModel holds the weights once.
+    feature_network = jax2tf.convert(
+        lambda params, images: backbone.apply({"params": params}, images),
+        polymorphic_shapes=[None, "(batch, height, width, 3)"], with_gradient=False,
+        native_serialization_platforms=("cpu", "cuda", "tpu"))
+
+    @tf.function(autograph=False, input_signature=[images_spec])
+    def feature_maps(images):
+      inputs = preprocess.to_unit_range(tf.cast(images, tf.float32))
+      return feature_network(jax.tree.unflatten(treedef, variables), inputs)
+
+    module.features = feature_maps
   return module
 
 
@@ -181,9 +217,13 @@ def _write_params(trained: Trained, path: epath.Path) -> None:
   path.write_bytes(flax.serialization.msgpack_serialize(trained.params))
 
 
-def _write_savedmodel(trained: Trained, path: epath.Path) -> None:
-  module = serving_module(trained)
-  tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+def _write_savedmodel(trained: Trained, path: epath.Path, features: tuple[str, ...] = (),
+                      output_stride: int = 32) -> None:
+  module = serving_module(trained, features, output_stride)
+  signatures = {"serving_default": module.serve}
+  if features:
+    signatures[FEATURES_SIGNATURE] = module.features
+  tf.saved_model.save(module, str(path), signatures=signatures)
 
 
 _WRITERS = {"npz": _write_npz, "savedmodel": _write_savedmodel, "params": _write_params}
@@ -218,7 +258,8 @@ def _put_in_place(staged: epath.Path, final: epath.Path) -> None:
 
 
 def export(workdir, output, format: str = "npz", step: int | None = None,
-           overwrite: bool = False) -> dict:
+           overwrite: bool = False, features: tuple[str, ...] = (),
+           output_stride: int = 32) -> dict:
   """Exports a run's checkpoint to `output` in `format`; returns the metadata written beside it.
 
   Args:
@@ -227,19 +268,33 @@ def export(workdir, output, format: str = "npz", step: int | None = None,
     format: one of FORMATS.
     step: the checkpoint to export; None for the latest complete one.
     overwrite: replace an existing export at `output`.
+    features: names from `models.FEATURES`: a SavedModel also gets a `features` signature
+      returning these maps.
+    output_stride: 8, 16 or 32, the stride of the deepest of those maps.
   """
   if format not in FORMATS:
     raise errors.ConfigError(f"Unknown export format {format!r}; choose one of "
                              f"{', '.join(FORMATS)}.")
+  features = tuple(features)
+  if features and format != "savedmodel":
+    raise errors.ConfigError(f"--features adds a signature to a SavedModel; it does nothing for "
+                             f"--format={format}. Pass --format=savedmodel, or load the {format} "
+                             "export with models.create(..., features=...).")
   output = epath.Path(output)
   _check_output(output, format, overwrite)
   trained = load_checkpoint(workdir, step)
-  info = metadata(trained, format)
+  if features:  # Validates the names and the stride before anything is written.
+    models.create(trained.record.model, num_classes=None, features=features,
+                  output_stride=output_stride)
+  info = metadata(trained, format, features, output_stride)
   output.parent.mkdir(parents=True, exist_ok=True)
   staged = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
   staged_metadata = metadata_path(staged, format)
   try:
-    _WRITERS[format](trained, staged)
+    write = _WRITERS[format]
+    if features:
+      write = functools.partial(write, features=features, output_stride=output_stride)
+    write(trained, staged)
     staged_metadata.write_text(json.dumps(info, indent=2))
     _put_in_place(staged, output)
     if format != "savedmodel":
@@ -261,6 +316,10 @@ def _define_flags() -> None:
   flags.DEFINE_string("format", "npz", f"One of {', '.join(FORMATS)}.")
   flags.DEFINE_integer("step", None, "Checkpoint step to export; default: the latest.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing export at --output.")
+  flags.DEFINE_list("features", [], "SavedModel only: also a `features` signature returning these "
+                    f"maps, from {', '.join(models.FEATURES)}.")
+  flags.DEFINE_integer("output_stride", 32, "Stride of the deepest --features map: 8, 16 (the "
+                       "last stages dilate) or 32.")
   flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -270,7 +329,8 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   args = flags.FLAGS
   try:
-    info = export(args.workdir, args.output, args.format, args.step, args.overwrite)
+    info = export(args.workdir, args.output, args.format, args.step, args.overwrite,
+                  tuple(args.features), args.output_stride)
   except errors.UserError as e:  # Anything else keeps its traceback.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -60,7 +60,7 @@ def run(config, workdir: str) -> int:
   if summary["status"] == "preempted":
     # Non-zero, so schedulers that restart failed jobs (SLURM --requeue, Kubernetes) rerun it.
     return PREEMPTED_EXIT_CODE
-  results = {k: v for k, v in summary.items() if k.startswith(("eval/", "fewshot/"))}
+  results = {k: v for k, v in summary.items() if k.startswith(("eval/", "evals/", "fewshot/"))}
   if results:
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in sorted(results.items())))

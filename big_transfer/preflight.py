@@ -30,7 +30,6 @@ from big_transfer.training import checkpoints
 
 from big_transfer.training import experiment
 
-from big_transfer.training import steps
 
 from big_transfer.launch import tpu_types
 from big_transfer.data import dataset_table
@@ -49,7 +48,7 @@ def dataset_info_without_data(config: ml_collections.ConfigDict) -> data.Dataset
 
   Raises a ConfigError when neither knows the number of classes.
   """
-  facts = dataset_table.KNOWN.get(config.dataset.split(":")[0])
+  facts = dataset_table.find(config.dataset)
   num_classes = config.num_classes or (facts.num_classes if facts else 0)
   if not num_classes:
     raise errors.ConfigError(

@@ -11,6 +11,7 @@ num_classes, train_split, eval_split.
 """
 
 from big_transfer.recipes import schema as config_lib
+from big_transfer.recipes import upstream
 
 
 def get_config(arg: str = ""):
@@ -28,6 +29,6 @@ def get_config(arg: str = ""):
   config.data.multilabel = True
   config.data.train_split = args["train_split"]
   config.data.eval_split = args["eval_split"]
-  config_lib.set_upstream_recipe(config, args["train_examples"], epochs=40,
+  upstream.set_recipe(config, args["train_examples"], epochs=40,
                                  decay_epochs=(10, 23, 30, 37))
   return config

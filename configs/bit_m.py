@@ -12,6 +12,7 @@ which ImageNet-21k was prepared).
 """
 
 from big_transfer.recipes import schema as config_lib
+from big_transfer.recipes import upstream
 
 IMAGENET21K_IMAGES = 14_197_122
 HELD_OUT = 51_200
@@ -30,6 +31,10 @@ def get_config(arg: str = ""):
   config.data.multilabel = True
   config.data.train_split = f"full[{HELD_OUT}:]"
   config.data.eval_split = f"full[:{HELD_OUT}]"
-  config_lib.set_upstream_recipe(config, IMAGENET21K_IMAGES - HELD_OUT, epochs=90,
+  upstream.set_recipe(config, IMAGENET21K_IMAGES - HELD_OUT, epochs=90,
                                  decay_epochs=(30, 60, 80))
+  # ImageNet-1k's minival, validation, v2 and ReaL, as big_vision's BiT configs evaluate them;
+  # a set that is not prepared is named in a warning at the start and skipped.
+  config.evals = upstream.IMAGENET_EVALS
+  config.evals_label_map = "i21k_to_i1k"  # The 21,843 logits scored on ImageNet-1k's classes.
   return config

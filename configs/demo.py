@@ -8,6 +8,7 @@ few-shot linear-probe accuracy on the built-in downstream classes. `smoke` is a 
 of a tiny model at a tiny resolution (under a minute, compile included).
 """
 
+from big_transfer.recipes import scaling
 from big_transfer.recipes import schema as config_lib
 from big_transfer import errors
 
@@ -21,9 +22,9 @@ def get_config(arg: str = ""):
   config.data.crop = 32
   config.data.shuffle_buffer = 2_000
   config.batch_size = 32
-  config.lr = config_lib.scaled_by_batch(config, 0.02, 32)
-  config.total_steps = config_lib.steps_for_examples(config, 300 * 32)
-  config.warmup_steps = config_lib.steps_for_examples(config, 30 * 32)
+  config.lr = scaling.scaled_by_batch(config, 0.02, 32)
+  config.total_steps = scaling.steps_for_examples(config, 300 * 32)
+  config.warmup_steps = scaling.steps_for_examples(config, 30 * 32)
   config.decay_fractions = (0.5, 0.75, 275 / 300)
   config.weight_decay = 1e-4
   config.log_every_steps = 20

@@ -14,6 +14,7 @@ A few-shot run draws its K examples per class with its seed (`--config.seed`). E
 with the facts behind it, is in `config.recipe_notes`: the run's log and summary.json show it.
 """
 
+from big_transfer.recipes import scaling
 from big_transfer.recipes import schema as config_lib
 from big_transfer import data
 from big_transfer.recipes import hyperrule
@@ -24,8 +25,8 @@ def _facts(dataset: str, data_dir: str | None) -> tuple[str, str, str, int, tupl
                                                        int, str]:
   """(tfds name, train split, eval split, train examples, image size, classes, where these
   facts come from) for `dataset`."""
-  if dataset in dataset_table.KNOWN:
-    facts = dataset_table.lookup(dataset)
+  facts = dataset_table.find(dataset)
+  if facts:
     return (facts.tfds_name, facts.train_split, facts.eval_split, facts.train_examples,
             facts.image_size, facts.num_classes, "big_transfer/data/dataset_table.py")
   # Not in the table: a folder or another TFDS data set, measured or read from metadata.
@@ -67,9 +68,9 @@ def get_config(arg: str = ""):
   schedule = hyperrule.schedule(train_examples)
   batch = hyperrule.BASE_BATCH_SIZE
   config.batch_size = batch
-  config.lr = config_lib.scaled_by_batch(config, hyperrule.BASE_LR, batch)
-  config.total_steps = config_lib.steps_for_examples(config, schedule.total_steps * batch)
-  config.warmup_steps = config_lib.steps_for_examples(config, schedule.warmup_steps * batch)
+  config.lr = scaling.scaled_by_batch(config, hyperrule.BASE_LR, batch)
+  config.total_steps = scaling.steps_for_examples(config, schedule.total_steps * batch)
+  config.warmup_steps = scaling.steps_for_examples(config, schedule.warmup_steps * batch)
   config.decay_fractions = schedule.decay_fractions
   config.momentum = hyperrule.MOMENTUM
   config.weight_decay = 0.0

@@ -17,7 +17,8 @@ from big_transfer.data.device_feed import prefetch_to_mesh
 
 # The pipeline imports TensorFlow; it loads on first use, so that the config's input section and
 # the dataset facts above import where only JAX is installed (the compute core, a GPU machine).
-_PIPELINE = ("dataset_info", "eval_batches", "split_size", "train_batches")
+_PIPELINE = ("check_eval_set", "dataset_info", "eval_batches", "eval_set_pass", "split_size",
+             "train_batches")
 
 
 def __getattr__(name):
@@ -26,5 +27,5 @@ def __getattr__(name):
   raise AttributeError(f"module 'big_transfer.data' has no attribute {name!r}")
 
 
-__all__ = ["DatasetInfo", "InputConfig", "config_section", "dataset_info", "eval_batches",
-           "prefetch_to_mesh", "split_size", "train_batches"]
+__all__ = ["DatasetInfo", "InputConfig", "check_eval_set", "config_section", "dataset_info",
+           "eval_batches", "eval_set_pass", "prefetch_to_mesh", "split_size", "train_batches"]

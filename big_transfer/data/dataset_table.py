@@ -9,9 +9,33 @@ or above 96x96).
 """
 
 import dataclasses
+import re
+from collections.abc import Mapping
 
 from big_transfer import errors
 from big_transfer.data import vtab
+
+_PERCENT_SLICE = re.compile(r"^(\w+)\[(-?\d+)?%?:(-?\d+)?%\]$")
+
+
+def examples_in(split: str, split_sizes: Mapping[str, int]) -> int:
+  """Examples of a TFDS split spec ("train", "train[:98%]", "train[99%:]", "a+b") given the sizes
+  of the whole splits, rounded to the closest example as TFDS slices percentages."""
+  total = 0
+  for part in split.split("+"):
+    part = part.strip()
+    if part in split_sizes:
+      total += split_sizes[part]
+      continue
+    match = _PERCENT_SLICE.match(part)
+    if not match or match.group(1) not in split_sizes:
+      raise errors.ConfigError(f"Split {part!r} is not a split of {sorted(split_sizes)} or a "
+                               "percent slice of one such as 'train[:98%]'.")
+    size = split_sizes[match.group(1)]
+    bound = lambda text, default: (int(round(int(text) % 100 * size / 100))
+                                   if text not in (None, "100") else default)
+    total += bound(match.group(3), size) - bound(match.group(2), 0)
+  return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,18 +45,23 @@ class DatasetFacts:
   Attributes:
     tfds_name: TFDS name (with config) the data is read from; a VTAB-1k task's own name, which
       the TFDS source resolves (big_transfer.data.vtab).
-    train_examples: number of labelled training examples of the transfer split.
+    split_sizes: examples of each whole split the table uses, as TFDS publishes them.
     image_size: typical (height, width) in pixels.
     num_classes: number of labels.
     train_split: TFDS split that holds the training examples.
     eval_split: TFDS split used for evaluation.
   """
   tfds_name: str
-  train_examples: int
+  split_sizes: Mapping[str, int]
   image_size: tuple[int, int]
   num_classes: int
   train_split: str = "train"
   eval_split: str = "test"
+
+  @property
+  def train_examples(self) -> int:
+    """Labelled training examples of the transfer split."""
+    return examples_in(self.train_split, self.split_sizes)
 
 
 # Typical image size of each VTAB-1k task; its data set, classes and splits are in vtab.py.
@@ -61,29 +90,49 @@ _VTAB_IMAGE_SIZES = {
 
 def _vtab(name: str, image_size: tuple[int, int]) -> DatasetFacts:
   """A VTAB-1k task: fine-tuned on its 1000 train800val200 examples, reported on test."""
-  return DatasetFacts(name, vtab.NUM_TRAIN_EXAMPLES, image_size, vtab.lookup(name).num_classes,
-                      train_split=vtab.TRAIN800VAL200, eval_split=vtab.TEST)
+  return DatasetFacts(name, {vtab.TRAIN800VAL200: vtab.NUM_TRAIN_EXAMPLES}, image_size,
+                      vtab.lookup(name).num_classes, train_split=vtab.TRAIN800VAL200,
+                      eval_split=vtab.TEST)
 
 
 KNOWN: dict[str, DatasetFacts] = {
     # The released fine-tuning code keeps the last 2% of CIFAR's and 1% of ImageNet's training
     # images out as a minival, so the transfer split is the rest.
-    "cifar10": DatasetFacts("cifar10", 49_000, (32, 32), 10, train_split="train[:98%]"),
-    "cifar100": DatasetFacts("cifar100", 49_000, (32, 32), 100, train_split="train[:98%]"),
-    "oxford_iiit_pet": DatasetFacts("oxford_iiit_pet", 3_680, (375, 500), 37),
-    "oxford_flowers102": DatasetFacts("oxford_flowers102", 1_020, (500, 625), 102),
-    "imagenet2012": DatasetFacts("imagenet2012", 1_268_355, (375, 500), 1000,
-                                 train_split="train[:99%]", eval_split="validation"),
+    "cifar10": DatasetFacts("cifar10", {"train": 50_000, "test": 10_000}, (32, 32), 10,
+                            train_split="train[:98%]"),
+    "cifar100": DatasetFacts("cifar100", {"train": 50_000, "test": 10_000}, (32, 32), 100,
+                             train_split="train[:98%]"),
+    "oxford_iiit_pet": DatasetFacts("oxford_iiit_pet", {"train": 3_680, "test": 3_669},
+                                    (375, 500), 37),
+    "oxford_flowers102": DatasetFacts("oxford_flowers102",
+                                      {"train": 1_020, "validation": 1_020, "test": 6_149},
+                                      (500, 625), 102),
+    "imagenet2012": DatasetFacts("imagenet2012", {"train": 1_281_167, "validation": 50_000},
+                                 (375, 500), 1000, train_split="train[:99%]",
+                                 eval_split="validation"),
     **{name: _vtab(name, size) for name, size in _VTAB_IMAGE_SIZES.items()},
 }
 
 VTAB_1K = tuple(vtab.TASKS)
 
 
-def lookup(name: str) -> DatasetFacts:
-  """Returns the facts for a data set of the table, or raises a ValueError that suggests names."""
+def find(dataset: str, tfds_names: tuple[str, ...] = ()) -> DatasetFacts | None:
+  """The table's facts of `dataset` (a config's `dataset`, e.g. "cifar10" or "cifar10:3.*"), or
+  of the standard set a TFDS builder of one of `tfds_names` reads; None for other data."""
+  name = dataset.split(":")[0]
   if name in KNOWN:
     return KNOWN[name]
+  for facts in KNOWN.values():
+    if tfds_names and facts.tfds_name.split(":")[0] in tfds_names:
+      return facts
+  return None
+
+
+def lookup(name: str) -> DatasetFacts:
+  """Returns the facts for a data set of the table, or raises a ConfigError that suggests names."""
+  facts = find(name)
+  if facts:
+    return facts
   hint = errors.did_you_mean(name, KNOWN)
   raise errors.ConfigError(f"Data set {name!r} is not in the table of known transfer sets.{hint} "
                            f"Known: {', '.join(sorted(KNOWN))}.")

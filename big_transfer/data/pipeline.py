@@ -7,11 +7,18 @@ JAX's; tests pass them to simulate several hosts in one process.
 """
 
 from collections.abc import Iterator
+import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
+from big_transfer import errors
+
+from big_transfer.data import class_lists
 from big_transfer.data import config as config_lib
+from big_transfer.data import eval_sets
 from big_transfer.data import folder_source
+from big_transfer.data import objectnet
 from big_transfer.data import preprocess
 from big_transfer.data import sampling
 from big_transfer.data import streams
@@ -89,12 +96,16 @@ def train_batches(cfg: config_lib.InputConfig, global_batch_size: int, seed: int
 
 
 def eval_batches(cfg: config_lib.InputConfig, global_batch_size: int, split: str | None = None,
-                 *, process_index: int | None = None,
-                 process_count: int | None = None) -> Iterator[dict]:
+                 *, process_index: int | None = None, process_count: int | None = None,
+                 source=None, border: int = 0) -> Iterator[dict]:
   """One pass over `split` (default cfg.eval_split) in which every example counts once.
 
   Each host reads its share, then pads with masked-out zero examples so that every host yields
   the same number of batches: ceil(ceil(num_examples / process_count) / local_batch).
+
+  Args:
+    source: read from this source (an evaluation set's, `eval_set_pass`) instead of cfg's.
+    border: pixels cut from each side of every image before the evaluation view.
 
   Returns:
     An iterator of {"image": float32 (local_batch, crop, crop, 3) in [-1, 1],
@@ -103,12 +114,13 @@ def eval_batches(cfg: config_lib.InputConfig, global_batch_size: int, split: str
   """
   index, count = sampling.process(process_index, process_count)
   local_batch = sampling.local_batch_size(global_batch_size, count)
-  source = _open(cfg)
+  source = source or _open(cfg)
   examples, num_examples = source.eval_examples(split or cfg.eval_split, index, count)
   num_batches = _ceil_div(_ceil_div(num_examples, count), local_batch)
   real = streams.eval_stream(
       examples, source.num_classes, index, count,
-      lambda example: {"image": preprocess.eval_image(example["image"], cfg.recipe, cfg.crop),
+      lambda example: {"image": preprocess.eval_image(example["image"], cfg.recipe, cfg.crop,
+                                                      border),
                        "label": example["label"], "mask": tf.constant(1.0)})
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros([cfg.crop, cfg.crop, 3]), "label": tf.zeros([source.num_classes]),
@@ -116,3 +128,66 @@ def eval_batches(cfg: config_lib.InputConfig, global_batch_size: int, split: str
   # `take` rather than a computed padding count: every host yields exactly num_batches batches.
   ds = real.concatenate(padding).take(num_batches * local_batch).batch(local_batch)
   return _numpy_batches(ds)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPass:
+  """One pass over an evaluation set (`eval_set_pass`).
+
+  Attributes:
+    batches: host batches as `eval_batches` yields them; "label" is float32 (local_batch, L)
+      over the set's own L labels (multi-hot for ReaL's sets).
+    num_examples: examples of the whole set, over all hosts.
+    accepts: bool (L, 1000): the ImageNet-1k classes each label counts as a hit.
+    shown: bool (1000,): the ImageNet-1k classes the set's images can show.
+  """
+  batches: Iterator[dict]
+  num_examples: int
+  accepts: np.ndarray
+  shown: np.ndarray
+
+
+def _eval_set_source(eval_set: eval_sets.EvalSet, cfg: config_lib.InputConfig):
+  if eval_set.dataset == eval_sets.OBJECTNET:
+    return objectnet.ObjectNetSource(eval_set.folder)
+  return tfds_source.TfdsSource(cfg, label_key=eval_set.label_key)
+
+
+def check_eval_set(eval_set: eval_sets.EvalSet, data_dir: str | None) -> int:
+  """Opens an evaluation set without reading images; returns its number of examples. A set that
+  is not prepared raises a DataError naming the command that prepares it."""
+  if eval_set.dataset == eval_sets.OBJECTNET:
+    return _eval_set_source(eval_set, None).eval_examples(eval_set.split, 0, 1)[1]
+  return split_size(config_lib.InputConfig(dataset=eval_set.dataset, data_dir=data_dir),
+                    eval_set.split)
+
+
+def eval_set_pass(eval_set: eval_sets.EvalSet, data_dir: str | None, recipe: str, crop: int,
+                  global_batch_size: int, *, process_index: int | None = None,
+                  process_count: int | None = None) -> EvalPass:
+  """One pass over an evaluation set in the evaluation view (`preprocess.eval_view` of `recipe`
+  at `crop`), every example once over all hosts, with what its labels mean in ImageNet-1k."""
+  cfg = config_lib.InputConfig(dataset=eval_set.dataset, data_dir=data_dir, recipe=recipe,
+                               crop=crop, precrop=crop, eval_split=eval_set.split)
+  source = _eval_set_source(eval_set, cfg)
+  index, count = sampling.process(process_index, process_count)
+  num_examples = source.eval_examples(eval_set.split, index, count)[1]
+  if isinstance(source, objectnet.ObjectNetSource):
+    accepts = np.zeros((source.num_classes, class_lists.IMAGENET_CLASSES), bool)
+    for label, classes in enumerate(source.mapping.imagenet_classes):
+      accepts[label, list(classes)] = True
+    border = objectnet.BORDER
+  else:
+    accepts = np.eye(class_lists.IMAGENET_CLASSES, dtype=bool)
+    border = 0
+  if source.num_classes != accepts.shape[0]:
+    raise errors.DataError(f"Evaluation set {eval_set.name!r} has {source.num_classes} classes; "
+                           f"its evaluator scores the {accepts.shape[0]} of ImageNet-1k.")
+  if eval_set.subset:
+    shown = np.zeros(class_lists.IMAGENET_CLASSES, bool)
+    shown[class_lists.subset_indices(eval_set.subset)] = True
+  else:
+    shown = accepts.any(axis=0)
+  batches = eval_batches(cfg, global_batch_size, eval_set.split, process_index=index,
+                         process_count=count, source=source, border=border)
+  return EvalPass(batches, num_examples, accepts, shown)

@@ -123,9 +123,16 @@ def eval_view(images: tf.Tensor, recipe: str, crop: int) -> tf.Tensor:
   return to_unit_range(view)
 
 
-def eval_image(encoded: tf.Tensor, recipe: str, crop: int) -> tf.Tensor:
-  """The evaluation view (`eval_view`) of an encoded image: float32 (crop, crop, 3) in [-1, 1]."""
-  return eval_view(decode(encoded), recipe, crop)
+def eval_image(encoded: tf.Tensor, recipe: str, crop: int, border: int = 0) -> tf.Tensor:
+  """The evaluation view (`eval_view`) of an encoded image: float32 (crop, crop, 3) in [-1, 1].
+
+  `border` pixels are cut from each side of the decoded image first (ObjectNet's protocol: its
+  images have a 1-2 pixel frame).
+  """
+  image = decode(encoded)
+  if border:
+    image = image[border:-border, border:-border]
+  return eval_view(image, recipe, crop)
 
 
 def eval_description(recipe: str, crop: int) -> dict:

@@ -81,6 +81,13 @@ def _texture(texture: str, yy: np.ndarray, xx: np.ndarray, phase: int) -> np.nda
 
 def render(combo: tuple[str, str, str], rng: np.random.Generator) -> np.ndarray:
   """Draws one uint8 (64, 64, 3) image of the class `combo` with random nuisances."""
+  return render_with_mask(combo, rng)[0]
+
+
+def render_with_mask(combo: tuple[str, str, str],
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """`render`'s image, uint8 (64, 64, 3), and its object's boolean (64, 64) mask, for dense
+  tasks (segmentation); the same draws from `rng`, so the image is `render`'s."""
   shape, colour, texture = combo
   yy, xx = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
   radius = rng.uniform(10, 20)
@@ -93,7 +100,7 @@ def render(combo: tuple[str, str, str], rng: np.random.Generator) -> np.ndarray:
   image[mask & lit] = rgb
   image[mask & ~lit] = 0.3 * rgb
   image += rng.normal(0, 12, size=image.shape)
-  return np.clip(image, 0, 255).astype(np.uint8)
+  return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
 @dataclasses.dataclass

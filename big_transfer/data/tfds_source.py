@@ -29,9 +29,22 @@ IMAGE, LABEL, LABELS = "image", "label", "labels"
 _MEASURED_IMAGES = 64
 
 
+def build_command(dataset: str, data_dir: str | None) -> str:
+  """The shell command that prepares a TFDS data set in `data_dir` (None: TFDS's default)."""
+  return f"tfds build {dataset} --data_dir={data_dir or tfds.core.constants.DATA_DIR}"
+
+
+def is_prepared(dataset: str, data_dir: str | None) -> bool:
+  """Whether `dataset` (a TFDS name) is prepared in `data_dir`; reads the metadata only."""
+  try:
+    return tfds.builder(dataset, data_dir=data_dir).is_prepared()
+  except tfds.core.DatasetNotFoundError:
+    return False
+
+
 def _prepare_hint(dataset: str, data_dir: str) -> str:
   return ("The input pipeline never downloads; prepare a TFDS data set once with "
-          f"`tfds build {dataset} --data_dir={data_dir}` (imagenet2012 cannot be downloaded "
+          f"`{build_command(dataset, data_dir)}` (imagenet2012 cannot be downloaded "
           "automatically: put its archives ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
           "in a folder and add `--manual_dir=THAT_FOLDER`).")
 
@@ -64,14 +77,9 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
 def _table_facts(dataset: str,
                  builder: tfds.core.DatasetBuilder) -> dataset_table.DatasetFacts | None:
   """The table entry of `dataset`, or of a standard transfer set read through this builder."""
-  if dataset in dataset_table.KNOWN:
-    return dataset_table.KNOWN[dataset]
   config = builder.builder_config
   full_name = f"{builder.name}/{config.name}" if config else builder.name
-  for facts in dataset_table.KNOWN.values():
-    if facts.tfds_name.split(":")[0] in (builder.name, full_name):
-      return facts
-  return None
+  return dataset_table.find(dataset, (builder.name, full_name))
 
 
 class TfdsSource:
@@ -82,7 +90,9 @@ class TfdsSource:
     class_names: name of each label.
   """
 
-  def __init__(self, cfg: config_lib.InputConfig):
+  def __init__(self, cfg: config_lib.InputConfig, label_key: str | None = None):
+    """`label_key` reads the targets from that feature (a class label, or a sequence of them for
+    multi-hot targets, such as imagenet2012_real's `real_label`) instead of the default one."""
     self._cfg = cfg
     # A VTAB-1k task names a TFDS data set, how to label it and how to split it (vtab.py).
     self._task = vtab.lookup(cfg.dataset) if vtab.is_task(cfg.dataset) else None
@@ -94,8 +104,13 @@ class TfdsSource:
       self.num_classes = self._task.num_classes
       self.class_names = self._task.class_names(features)
       return
-    self._multi_hot = cfg.multilabel and LABELS in features
-    self._label_key = LABELS if self._multi_hot else LABEL
+    if label_key:
+      self._label_key = label_key
+      self._multi_hot = label_key in features and isinstance(features[label_key],
+                                                             tfds.features.Sequence)
+    else:
+      self._multi_hot = cfg.multilabel and LABELS in features
+      self._label_key = LABELS if self._multi_hot else LABEL
     if IMAGE not in features or self._label_key not in features:
       raise errors.DataError(f"Data set {cfg.dataset!r} has features {sorted(features)}; the "
                              f"pipeline reads an {IMAGE!r} and a {self._label_key!r} feature.")
@@ -175,7 +190,8 @@ class TfdsSource:
     order `_raw` reads them with `file_seed`."""
     def target(example):
       if self._multi_hot:  # Sum, not max: an example without labels gets zeros, not -inf.
-        return tf.minimum(tf.reduce_sum(tf.one_hot(example[LABELS], self.num_classes), 0), 1.0)
+        return tf.minimum(tf.reduce_sum(tf.one_hot(example[self._label_key], self.num_classes),
+                                        0), 1.0)
       return tf.one_hot(self._label(example), self.num_classes)
 
     return self._raw(split, file_seed=file_seed).map(

@@ -5,7 +5,9 @@ import re
 import jax.numpy as jnp
 
 from big_transfer import errors
-from big_transfer.models.resnetv2 import REMAT_POLICIES, ResNetV2, blocks_for, depth_of
+from big_transfer.models import resnetv2
+from big_transfer.models.resnetv2 import (FEATURES, OUTPUT_STRIDES, REMAT_POLICIES, FeatureInfo,
+                                          ResNetV2, blocks_for, depth_of)
 
 # The published variants. BiT-S / BiT-M / BiT-L name the upstream data, not the network.
 VARIANTS = {
@@ -49,15 +51,26 @@ def dtype_named(name: str) -> jnp.dtype:
 
 
 def create(name: str, num_classes: int | None = 1000, dtype=jnp.float32,
-           head_bias_init: float = 0.0, remat: str = "none") -> ResNetV2:
+           head_bias_init: float = 0.0, remat: str = "none", features: tuple[str, ...] = (),
+           output_stride: int = 32, normalize_features: bool = False) -> ResNetV2:
   """Builds a named BiT network, e.g. `create("BiT-M-R50x1", num_classes=10)`.
 
   `remat` (one of REMAT_POLICIES) trades compute for activation memory, see `ResNetV2`.
+  `create(name, num_classes=None, features=FEATURES)` returns a backbone whose `apply` gives a
+  dict of feature maps by name; `output_stride` dilates its last stages (docs/features.md).
   """
   depth, width = parse_name(name)
   return ResNetV2(depth=depth, width=width, num_classes=num_classes,
-                  head_bias_init=head_bias_init, dtype=dtype, remat=remat)
+                  head_bias_init=head_bias_init, dtype=dtype, remat=remat,
+                  features=tuple(features), output_stride=output_stride,
+                  normalize_features=normalize_features)
 
 
-__all__ = ["DTYPES", "REMAT_POLICIES", "ResNetV2", "VARIANTS", "blocks_for", "create", "depth_of",
-           "dtype_named", "parse_name"]
+def feature_info(name: str, output_stride: int = 32) -> tuple[FeatureInfo, ...]:
+  """Name, stride and channels of each map in FEATURES of a named network, without building it."""
+  return resnetv2.feature_info(parse_name(name)[1], output_stride)
+
+
+__all__ = ["DTYPES", "FEATURES", "OUTPUT_STRIDES", "REMAT_POLICIES", "FeatureInfo", "ResNetV2",
+           "VARIANTS", "blocks_for", "create", "depth_of", "dtype_named", "feature_info",
+           "parse_name"]

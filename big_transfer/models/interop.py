@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 
 from big_transfer import atomic, errors
-from big_transfer.models.resnetv2 import BLOCKS_PER_DEPTH, ResNetV2, depth_of
+from big_transfer.models.resnetv2 import BLOCKS_PER_DEPTH, ROOT_FEATURES, ResNetV2, depth_of
 
 _ROOT_KERNEL = "resnet/root_block/standardized_conv2d/kernel"
 _HEAD_KERNEL = "resnet/head/conv2d/kernel"
@@ -31,6 +31,10 @@ _UNIT_LAYERS = {
     "gn3": "c/group_norm", "conv3": "c/standardized_conv2d",
 }
 _NORM_PARAMS = {"scale": "gamma", "bias": "beta"}
+# Modules of our networks that no published checkpoint holds: the norm of a normalized stem
+# feature map (`ResNetV2.normalize_features`; BiT never normalizes its root). They keep their
+# initial values and do not make the architectures differ.
+_UNPUBLISHED_MODULES = ("stem_norm",)
 _MODULE_NAME = re.compile(r"^block(\d+)_unit(\d+)$")
 
 
@@ -145,7 +149,7 @@ def _architecture(arrays: dict[str, np.ndarray], path) -> tuple[tuple[int, ...],
     raise errors.CheckpointError(f"{path} lacks {_ROOT_KERNEL!r}: not a BiT ResNet-v2 checkpoint "
                                  "in the published layout.")
   root = arrays[_ROOT_KERNEL].shape
-  if len(root) != 4 or root[:3] != (7, 7, 3) or root[3] % 64:
+  if len(root) != 4 or root[:3] != (7, 7, 3) or root[3] % ROOT_FEATURES:
     raise errors.CheckpointError(f"{path}: {_ROOT_KERNEL} has shape {root}, expected (7, 7, 3, 64 "
                                  "* width).")
   units: dict[int, list[int]] = {}
@@ -160,7 +164,7 @@ def _architecture(arrays: dict[str, np.ndarray], path) -> tuple[tuple[int, ...],
                                    f"1..{len(found)}.")
   head = arrays.get(_HEAD_KERNEL)
   num_classes = None if head is None else int(head.shape[-1])
-  return tuple(len(units[s]) for s in (1, 2, 3, 4)), root[3] // 64, num_classes
+  return tuple(len(units[s]) for s in (1, 2, 3, 4)), root[3] // ROOT_FEATURES, num_classes
 
 
 def npz_info(path) -> NpzInfo:
@@ -237,7 +241,7 @@ def architecture(params) -> str:
   if root is None or not units:
     return "not a BiT ResNet-v2"
   blocks = tuple(units.get(stage, 0) for stage in range(1, max(units) + 1))
-  return (f"R{depth_of(blocks)}x{root.shape[-1] // 64} (units per stage "
+  return (f"R{depth_of(blocks)}x{root.shape[-1] // ROOT_FEATURES} (units per stage "
           f"{', '.join(map(str, blocks))})")
 
 
@@ -260,7 +264,8 @@ def merge_pretrained(init_params, pretrained, keep_head: bool = False,
     (params, report) with `params` shaped like `init_params`.
   """
   init_flat, pre_flat = _flatten(init_params), _flatten(pretrained)
-  body = lambda flat: {p: tuple(x.shape) for p, x in flat.items() if p[0] != "head"}
+  body = lambda flat: {p: tuple(x.shape) for p, x in flat.items()
+                       if p[0] != "head" and p[0] not in _UNPUBLISHED_MODULES}
   if body(init_flat) != body(pre_flat) and not allow_partial:
     raise errors.CheckpointError(
         f"The pretrained weights are of an {architecture(pretrained)}, the model is an "

@@ -5,6 +5,7 @@ on each forward pass and every norm is a 32-group GroupNorm. The root max-pool p
 as the published reference does, so logits match the published weights.
 """
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,12 @@ ROOT_FEATURES = 64
 # What the backward pass recomputes instead of keeping: nothing, each unit's activations (only
 # unit inputs are kept), or each stage's (only stage inputs are kept).
 REMAT_POLICIES = ("none", "unit", "stage")
+# The feature maps a network can return by name (`ResNetV2.features`): the root convolution's
+# output (stride 2, before the pool) and the outputs of stages 1-4 (strides 4, 8, 16, 32), as
+# timm's `features_only` and the detection literature's C2..C5.
+FEATURES = ("stem", "C2", "C3", "C4", "C5")
+# Output strides reachable by dilating the last stages instead of striding them (timm, scenic).
+OUTPUT_STRIDES = (8, 16, 32)
 # A module class (or a functools.partial of one) the network instantiates, as flax's
 # `conv: ModuleDef`: the convolution and the norm are configuration, not branches.
 ModuleDef = Any
@@ -56,6 +63,43 @@ def depth_of(blocks: Sequence[int]) -> int:
   return 3 * sum(blocks) + 2
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+  """One feature map of a network: its name, its stride against the input, its channels."""
+  name: str
+  stride: int
+  channels: int
+
+
+def stage_geometry(output_stride: int = 32) -> tuple[tuple[int, int, int], ...]:
+  """(stride, first-unit dilation, dilation) of the 3x3 convolutions of each of the four stages.
+
+  A stage whose input already has `output_stride` keeps its resolution: its stride becomes a
+  dilation of its 3x3 convolutions. Its first unit dilates as the previous stage does, since it
+  still sees the previous stage's sampling, as timm and DeepLab do.
+  """
+  if output_stride not in OUTPUT_STRIDES:
+    raise errors.ConfigError(f"output_stride must be one of {OUTPUT_STRIDES}, got "
+                             f"{output_stride!r}.")
+  geometry, reached, dilation = [], 4, 1  # The root conv and the pool give stride 4.
+  for stage in range(4):
+    stride, first_dilation = (1 if stage == 0 else 2), dilation
+    if reached >= output_stride and stride > 1:
+      dilation, stride = dilation * stride, 1
+    reached *= stride
+    geometry.append((stride, first_dilation, dilation))
+  return tuple(geometry)
+
+
+def feature_info(width: int, output_stride: int = 32) -> tuple[FeatureInfo, ...]:
+  """The maps of `FEATURES` of a network of `width`, without building it."""
+  infos, stride = [FeatureInfo("stem", 2, ROOT_FEATURES * width)], 4
+  for stage, (stage_stride, _, _) in enumerate(stage_geometry(output_stride)):
+    stride *= stage_stride
+    infos.append(FeatureInfo(FEATURES[stage + 1], stride, 4 * ROOT_FEATURES * width * 2**stage))
+  return tuple(infos)
+
+
 def standardize(kernel: jnp.ndarray, epsilon: float = WS_EPSILON) -> jnp.ndarray:
   """Standardizes a conv kernel (kh, kw, c_in, c_out) per output channel over (kh, kw, c_in)."""
   mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
@@ -71,6 +115,7 @@ class StdConv(nn.Module):
   kernel_size: tuple[int, int]
   strides: int = 1
   padding: int = 0
+  dilation: int = 1
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -81,7 +126,7 @@ class StdConv(nn.Module):
     kernel = standardize(kernel).astype(self.dtype)
     return jax.lax.conv_general_dilated(
         x.astype(self.dtype), kernel, (self.strides, self.strides), [(self.padding,) * 2] * 2,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        rhs_dilation=(self.dilation, self.dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class GroupNorm(nn.Module):
@@ -126,28 +171,31 @@ class GroupNorm(nn.Module):
 
 
 class Bottleneck(nn.Module):
-  """Pre-activation bottleneck unit; the stride sits on the 3x3 convolution.
+  """Pre-activation bottleneck unit; the stride (or the dilation) sits on the 3x3 convolution.
 
-  `conv` and `norm` are the network's, with its compute dtype already bound.
+  `conv` and `norm` are the network's, with its compute dtype already bound. Returns the unit's
+  output and its pre-activation relu(gn1(x)), the normalized view of its input.
   """
   mid_features: int
   conv: ModuleDef
   norm: ModuleDef
   strides: int = 1
+  dilation: int = 1
 
   @nn.compact
   def __call__(self, x):
     out_features = 4 * self.mid_features
-    y = nn.relu(self.norm(name="gn1")(x))
+    y = preactivation = nn.relu(self.norm(name="gn1")(x))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out_features:
       shortcut = self.conv(out_features, (1, 1), self.strides, name="conv_proj")(y)
     y = self.conv(self.mid_features, (1, 1), name="conv1")(y)
     y = nn.relu(self.norm(name="gn2")(y))
-    y = self.conv(self.mid_features, (3, 3), self.strides, padding=1, name="conv2")(y)
+    y = self.conv(self.mid_features, (3, 3), self.strides, padding=self.dilation,
+                  dilation=self.dilation, name="conv2")(y)
     y = nn.relu(self.norm(name="gn3")(y))
     y = self.conv(out_features, (1, 1), name="conv3")(y)
-    return shortcut + y
+    return shortcut + y, preactivation
 
 
 class ResNetV2(nn.Module):
@@ -164,6 +212,13 @@ class ResNetV2(nn.Module):
       backward pass instead of keeping them, for models whose activations do not fit.
     conv: the convolution (StdConv: weight-standardized, bias-free).
     norm: the norm (GroupNorm: 32 groups).
+    features: names from FEATURES; when given, the network returns these maps instead of
+      logits (`num_classes` must be None). See docs/features.md.
+    output_stride: 8, 16 or 32: the last stages dilate instead of striding beyond it. The
+      parameters are those of the undilated network.
+    normalize_features: return each map through GN + ReLU: the norm the network applies to it
+      next (the following stage's first `gn1`, or `norm_pre_head` for C5), so the published
+      weights hold it; the stem, which BiT never normalizes, gets a new `stem_norm`.
   """
   depth: int | Sequence[int] = 50
   width: int = 1
@@ -173,19 +228,32 @@ class ResNetV2(nn.Module):
   remat: str = "none"
   conv: ModuleDef = StdConv
   norm: ModuleDef = GroupNorm
+  features: tuple[str, ...] = ()
+  output_stride: int = 32
+  normalize_features: bool = False
 
   def __post_init__(self):
     # At construction (models.create, experiment.build), before anything is traced.
     if self.remat not in REMAT_POLICIES:
       raise errors.ConfigError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r} "
                                "(--config.remat).")
+    unknown = [f for f in self.features if f not in FEATURES]
+    if unknown or len(set(self.features)) != len(self.features):
+      raise errors.ConfigError(f"features must be distinct names from {FEATURES}, got "
+                               f"{tuple(self.features)}.")
+    if self.features and self.num_classes is not None:
+      raise errors.ConfigError(f"A network returning feature maps {tuple(self.features)} has no "
+                               f"head: pass num_classes=None, not {self.num_classes}.")
+    stage_geometry(self.output_stride)  # Validates it with a helpful message.
     super().__post_init__()
 
   @nn.compact
   def __call__(self, images):
     """Maps images (B, H, W, 3) in [-1, 1] to float32 logits (B, num_classes).
 
-    With `num_classes=None` returns float32 features (B, 2048 * width).
+    With `num_classes=None` returns float32 features (B, 2048 * width); with `features`, a dict
+    of float32 maps (B, ceil(H / stride), ceil(W / stride), channels) by name, as `feature_info`
+    lists them.
     """
     if not isinstance(self.width, int) or self.width < 1:
       raise ValueError(f"ResNetV2 width must be a positive integer, got {self.width!r}.")
@@ -194,16 +262,27 @@ class ResNetV2(nn.Module):
     conv = functools.partial(self.conv, dtype=self.dtype)
     norm = functools.partial(self.norm, dtype=self.dtype)
     x = conv(ROOT_FEATURES * self.width, (7, 7), strides=2, padding=3, name="root_conv")(images)
+    taps = {"stem": x}
+    if self.normalize_features and "stem" in self.features:
+      taps["stem"] = nn.relu(norm(name="stem_norm")(x))
     # Zero padding (not -inf) as in the published reference; it matters for parity since the
     # root conv output can be negative.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2))
     for stage, units in enumerate(blocks_for(self.depth)):
       if self.remat == "stage":
-        x = nn.remat(_stage, static_argnums=(2, 3, 4, 5))(self, x, stage, units, conv, norm)
+        x, preactivation = nn.remat(_stage, static_argnums=(2, 3, 4, 5))(
+            self, x, stage, units, conv, norm)
       else:
-        x = _stage(self, x, stage, units, conv, norm)
+        x, preactivation = _stage(self, x, stage, units, conv, norm)
+      if self.normalize_features and stage > 0:
+        taps[FEATURES[stage]] = preactivation  # relu(gn1) of the previous stage's output.
+      taps[FEATURES[stage + 1]] = x
     x = nn.relu(norm(name="norm_pre_head")(x))
+    if self.normalize_features:
+      taps["C5"] = x
+    if self.features:
+      return {name: taps[name].astype(jnp.float32) for name in self.features}
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes is None:
       return features
@@ -213,13 +292,18 @@ class ResNetV2(nn.Module):
 
 
 def _stage(net: ResNetV2, x: jnp.ndarray, stage: int, units: int, conv: ModuleDef,
-           norm: ModuleDef) -> jnp.ndarray:
+           norm: ModuleDef) -> tuple[jnp.ndarray, jnp.ndarray]:
   """The units of `stage` (0-based) as children of `net`, so that parameter names stay
-  `block{stage}_unit{unit}` whatever `net.remat` wraps around them."""
+  `block{stage}_unit{unit}` whatever `net.remat` wraps around them.
+
+  Returns the stage's output and its first unit's pre-activation of the stage's input.
+  """
   unit_module = nn.remat(Bottleneck) if net.remat == "unit" else Bottleneck
   mid = ROOT_FEATURES * net.width * 2**stage
-  for unit in range(units):
-    strides = 2 if (stage > 0 and unit == 0) else 1
-    x = unit_module(mid, conv, norm, strides, name=f"block{stage + 1}_unit{unit + 1:02d}",
-                    parent=net)(x)
-  return x
+  strides, first_dilation, dilation = stage_geometry(net.output_stride)[stage]
+  x, input_preactivation = unit_module(mid, conv, norm, strides, first_dilation,
+                                      name=f"block{stage + 1}_unit01", parent=net)(x)
+  for unit in range(1, units):
+    x, _ = unit_module(mid, conv, norm, 1, dilation, name=f"block{stage + 1}_unit{unit + 1:02d}",
+                       parent=net)(x)
+  return x, input_preactivation

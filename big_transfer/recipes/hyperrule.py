@@ -8,6 +8,7 @@ table is the released code's (warm-up 100 steps for small tasks); the paper's te
 import dataclasses
 
 from big_transfer import errors
+from big_transfer.training import optim
 
 # Below this many pixels of image area (a square of this side) a task counts as low resolution.
 _SMALL_IMAGE_SIDE = 96
@@ -24,7 +25,7 @@ MIXUP_ALPHA = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class StepCounts:
   """Step counts of a fine-tuning run at the HyperRule's batch of 512: linear warm-up, then
   x0.1 after each decay step. A run with another batch keeps the examples seen (the recipe in
   configs/hyperrule.py scales the steps by 512 / batch) and the decay fractions."""
@@ -57,9 +58,9 @@ def _task_size(dataset_size: int) -> str:
 
 # The released schedules by task size.
 _SCHEDULES = {
-    "small": Schedule(warmup_steps=100, decay_steps=(200, 300, 400), total_steps=500),
-    "medium": Schedule(warmup_steps=500, decay_steps=(3000, 6000, 9000), total_steps=10_000),
-    "large": Schedule(warmup_steps=500, decay_steps=(6000, 12_000, 18_000), total_steps=20_000),
+    "small": StepCounts(warmup_steps=100, decay_steps=(200, 300, 400), total_steps=500),
+    "medium": StepCounts(warmup_steps=500, decay_steps=(3000, 6000, 9000), total_steps=10_000),
+    "large": StepCounts(warmup_steps=500, decay_steps=(6000, 12_000, 18_000), total_steps=20_000),
 }
 # How `explain` states each task size.
 _TASK_SIZE_RANGES = {
@@ -85,7 +86,7 @@ def resolution(image_size: tuple[int, int], released: bool = False) -> tuple[int
   return (512, 480) if released else (448, 384)
 
 
-def schedule(dataset_size: int) -> Schedule:
+def schedule(dataset_size: int) -> StepCounts:
   """Returns the released HyperRule schedule for a task of `dataset_size` labelled examples."""
   _check_positive("dataset_size", dataset_size)
   return _SCHEDULES[_task_size(dataset_size)]
@@ -116,7 +117,7 @@ def explain(image_size: tuple[int, int], dataset_size: int,
                      f"{precrop}, random crop {crop}"
                      + (" (released code's size)" if released else "")),
       "schedule": (f"{size_class}: {sched.total_steps} steps at batch {BASE_BATCH_SIZE}, warm-up "
-                   f"{sched.warmup_steps}, x0.1 after steps "
+                   f"{sched.warmup_steps}, x{optim.DECAY_FACTOR:g} after steps "
                    f"{', '.join(str(s) for s in sched.decay_steps)}"),
       "mixup": f"{size_class}: " + (f"MixUp alpha {alpha}" if alpha else "no MixUp"),
   }

@@ -2,15 +2,18 @@
 
 Recipes start from `base()` and override; the command line may set only keys present here
 (the config is locked), so a misspelt `--config.KEY` fails instead of being ignored. Recipes
-express the learning rate and the step counts through `batch_size` (`scaled_by_batch`,
+express the learning rate and the step counts through `batch_size` (`scaling.scaled_by_batch`,
 `steps_for_examples`), so `--config.batch_size=N` keeps the rate per example and the epochs.
 """
+
+import math
 
 import ml_collections
 
 from big_transfer import data, errors
+from big_transfer.recipes import upstream
+from big_transfer.training import evaluators, fewshot, optim
 
-from big_transfer.training import fewshot
 
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -26,13 +29,13 @@ def base() -> ml_collections.ConfigDict:
   config.data = data.config_section()         # big_transfer.data.InputConfig's other fields.
 
   config.seed = 0
-  config.batch_size = 4096            # global, over all devices and hosts.
+  config.batch_size = upstream.BATCH_SIZE  # global, over all devices and hosts.
   config.grad_accum_steps = 1
   config.total_steps = 1000
-  config.lr = 0.03 * 4096 / 256       # peak learning rate at this batch_size.
+  config.lr = upstream.LR_PER_256 * upstream.BATCH_SIZE / 256  # peak rate at this batch_size.
   config.warmup_steps = 0
   config.decay_fractions = ()         # x0.1 after each of these fractions of total_steps.
-  config.momentum = 0.9
+  config.momentum = optim.MOMENTUM
   config.weight_decay = 0.0           # coupled L2 on kernels, see big_transfer.training.optim.
   config.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
   config.loss = "softmax_xent"        # or "sigmoid_xent" for multi-label data.
@@ -50,6 +53,13 @@ def base() -> ml_collections.ConfigDict:
   config.fewshot = ml_collections.ConfigDict(dict(
       datasets=ml_collections.ConfigDict(), shots=fewshot.DEFAULT_SHOTS,
       seeds=fewshot.DEFAULT_SEEDS, l2_reg=fewshot.DEFAULT_L2_REG))
+
+  # Evaluators (big_transfer.training.evaluators; docs/evaluation.md), run with the eval split
+  # at the end and every eval_every_steps: names such as "imagenet2012_real", "imagenet_a",
+  # "objectnet:DIR". One whose data is not prepared is named in a warning at the start and
+  # skipped. evals_label_map maps the head to ImageNet-1k first ("i21k_to_i1k" for BiT-M's).
+  config.evals = ()
+  config.evals_label_map = ""
 
   # What the recipe decided and why (configs/hyperrule.py: the resolution rule, the schedule,
   # MixUp, the examples counted), logged at the start of the run and kept in summary.json.
@@ -71,8 +81,12 @@ def check(config: ml_collections.ConfigDict) -> None:
   """Raises a ConfigError for a value of `base()`'s keys that no run can use.
 
   Keys owned by another module are checked there (the schedule by `optim.Schedule`, the mesh by
-  `sharding`, the data section by `data.InputConfig`, the model by `models`).
+  `sharding`, the data section by `data.InputConfig`, the model by `models`); that every number
+  is finite is checked here, for all of them.
   """
+  for key, value in _numbers(config.to_dict()):
+    if not math.isfinite(value):
+      raise errors.ConfigError(f"{key} must be a finite number, got {value} (--config.{key}).")
   positive = ("batch_size", "grad_accum_steps", "log_every_steps", "eval_batch_size",
               "checkpoint_every_steps", "keep_checkpoints")
   for key in positive:
@@ -87,8 +101,21 @@ def check(config: ml_collections.ConfigDict) -> None:
   if any(k < 1 for k in config.fewshot.shots) or config.fewshot.seeds < 1:
     raise errors.ConfigError("fewshot.shots must be >= 1 and fewshot.seeds >= 1, got shots "
                              f"{tuple(config.fewshot.shots)} and seeds {config.fewshot.seeds}.")
+  evaluators.check(config.evals, config.evals_label_map)
   if config.fewshot.l2_reg <= 0:
     raise errors.ConfigError(f"fewshot.l2_reg must be positive, got {config.fewshot.l2_reg}.")
+
+
+def _numbers(tree: dict, prefix: str = ""):
+  """(dotted key, value) of every float in a config's dict, tuples' items included."""
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      yield from _numbers(value, f"{name}.")
+    elif isinstance(value, float):
+      yield name, value
+    elif isinstance(value, (tuple, list)):
+      yield from ((name, v) for v in value if isinstance(v, float))
 
 
 def _check_numbers(key: str, values, kind: type) -> None:
@@ -98,22 +125,6 @@ def _check_numbers(key: str, values, kind: type) -> None:
       isinstance(v, allowed) and not isinstance(v, bool) for v in values):
     raise errors.ConfigError(f"{key} must be a tuple of {kind.__name__}s such as "
                              f"--config.{key}='(1, 5)', got {values!r}.")
-
-
-def scaled_by_batch(config: ml_collections.ConfigDict, value: float,
-                    at_batch: int) -> ml_collections.FieldReference:
-  """`value * batch_size / at_batch`, following later changes of `config.batch_size`.
-
-  The linear scaling rule: e.g. `scaled_by_batch(config, 0.03, 256)` is BiT's upstream rate.
-  """
-  return config.get_ref("batch_size").to_float() * (value / at_batch)
-
-
-def steps_for_examples(config: ml_collections.ConfigDict,
-                       examples: int) -> ml_collections.FieldReference:
-  """`round(examples / batch_size)` steps, following later changes of `config.batch_size`."""
-  batch = config.get_ref("batch_size")
-  return (batch + 2 * examples) // (batch * 2)  # Rounds half up, in integers.
 
 
 def parse_arg(arg: str, **defaults) -> dict:
@@ -142,39 +153,3 @@ def parse_arg(arg: str, **defaults) -> dict:
     else:
       values[key] = value
   return values
-
-
-def set_upstream_recipe(config: ml_collections.ConfigDict, train_examples: int, epochs: int,
-                        decay_epochs: tuple[int, ...]) -> None:
-  """The paper's upstream optimization for a data set of `train_examples` images.
-
-  SGD momentum 0.9 at global batch 4096, lr 0.03 per 256 examples, warm-up over the examples of
-  5000 steps at batch 4096, `epochs` epochs, x0.1 after each of `decay_epochs`, weight decay
-  1e-4, random inception crop to 224 and flip; evaluation and few-shot probes on a central crop.
-  All of it follows `--config.batch_size`.
-  """
-  config.batch_size = 4096
-  config.lr = scaled_by_batch(config, 0.03, 256)
-  config.total_steps = steps_for_examples(config, epochs * train_examples)
-  config.warmup_steps = steps_for_examples(config, 5000 * 4096)
-  config.decay_fractions = tuple(e / epochs for e in decay_epochs)
-  config.momentum = 0.9
-  config.weight_decay = 1e-4
-  config.data.recipe = "upstream"
-  config.data.crop = 224
-  config.data.shuffle_buffer = 250_000  # Per host, as big_vision's BiT configs.
-  config.log_every_steps = 100
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoint_every = 10_000
-  config.fewshot.datasets = UPSTREAM_FEWSHOT
-
-
-# The downstream sets upstream runs probe (the paper's few-shot figures). Flowers' train split
-# has 10 images per class, so its K are drawn from train+validation (20 per class).
-UPSTREAM_FEWSHOT = {
-    "cifar10": ("train", "test"),
-    "cifar100": ("train", "test"),
-    "oxford_iiit_pet": ("train", "test"),
-    "oxford_flowers102": ("train+validation", "test"),
-}

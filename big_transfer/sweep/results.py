@@ -92,7 +92,7 @@ def member_result(entry: Mapping, workdir) -> MemberResult:
   else:
     status = "not run"
   metrics = {key: value for key, value in summary.items()
-             if key.startswith(("eval/", "fewshot/")) and "/seed" not in key
+             if key.startswith(("eval/", "evals/", "fewshot/")) and "/seed" not in key
              and isinstance(value, (int, float))}
   return MemberResult(
       status=status, step=summary.get("step"),

@@ -12,15 +12,17 @@ seed=1`, and is its sub-directory of the sweep's workdir.
 """
 
 from collections.abc import Mapping, Sequence
+import contextlib
 import dataclasses
 import importlib.util
 import itertools
 import re
 import shlex
 
+from absl import logging
 from etils import epath
 
-from big_transfer import errors
+from big_transfer import command_line, errors
 
 CONFIG_PREFIX = "config."
 # Written in a string setting, it stands for the sweep's workdir (e.g. an upstream run in it).
@@ -134,16 +136,33 @@ def load(spec: str) -> Sweep:
   if not path.endswith(".py") or not epath.Path(path).is_file():
     raise errors.ConfigError(f"--sweep={spec}: {path!r} is not a sweep file; pass "
                              "configs/sweeps/NAME.py[:ARG] (see docs/sweeps.md).")
+  command_line.check_python_file(path, "--sweep")
   module_spec = importlib.util.spec_from_file_location(f"sweep_{epath.Path(path).stem}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  with _code_of(path):
+    module_spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise errors.ConfigError(f"The sweep file {path} defines no get_sweep(arg).")
-  sweep = module.get_sweep(arg)
+  with _code_of(path):
+    sweep = module.get_sweep(arg)
   if not isinstance(sweep, Sweep):
     raise errors.ConfigError(f"get_sweep of {path} returned {type(sweep).__name__}, not a "
                              "big_transfer.sweep.Sweep.")
   return sweep
+
+
+@contextlib.contextmanager
+def _code_of(path: str):
+  """Running a sweep file's code: its own failure is one ConfigError naming the file and the
+  exception; the traceback is logged at --verbosity=1."""
+  try:
+    yield
+  except errors.UserError:
+    raise
+  except Exception as e:  # The file's code is the user's: any exception is theirs to fix.
+    logging.debug("The sweep file %s failed:", path, exc_info=True)
+    raise errors.ConfigError(f"The sweep file {path} failed: {type(e).__name__}: {e} (rerun "
+                             "with --verbosity=1 for the traceback).") from None
 
 
 def setting_label(value: Value) -> str:

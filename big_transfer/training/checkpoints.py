@@ -7,7 +7,11 @@ temporary name and renames it when complete, so a crash mid-save never leaves a 
 looks complete, and it deletes old checkpoints only after a newer one is complete.
 """
 
+import contextlib
+import gc
+import inspect
 import logging
+import sys
 import time
 
 import jax
@@ -70,12 +74,16 @@ class Checkpoints:
         record=ocp.args.JsonRestore()))["record"]
     return run_record.RunRecord.from_json(saved, f"checkpoint {self.directory / str(step)}")
 
-  def restore(self, abstract_state, step: int | None = None):
+  def restore(self, abstract_state, step: int | None = None,
+              expected: run_record.RunRecord | None = None):
     """Restores the state with the shardings of `abstract_state` (a tree of ShapeDtypeStructs).
 
     The target shardings decide the layout, so a checkpoint written on one topology restores
-    on another. With `step=None` the latest readable checkpoint is used: a damaged one is
-    named in a warning and the one before it is tried.
+    on another. Before any array is read, the checkpoint's run record is compared with
+    `expected` and its saved tree, shapes and dtypes with `abstract_state`: a checkpoint of
+    another run raises `run_record.RunMismatchError` and is left untouched. With `step=None`
+    the latest readable checkpoint is used: one that fails to read although it matches is
+    damaged; it is named in a warning, set aside, and the one before it is tried.
 
     Returns:
       (state, record, step), or None when there is no checkpoint.
@@ -85,25 +93,54 @@ class Checkpoints:
       raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; available "
                                    f"steps: {self.all_steps() or 'none'}.")
     for candidate in steps:
+      where = self.directory / str(candidate)
       try:
-        restored = self._manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()))
+        saved_record = self._manager.restore(candidate, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore()))["record"]
+        saved_layout = self.saved_layout(candidate)
       except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-        if step is not None:
-          raise errors.CheckpointError(f"Checkpoint {self.directory / str(candidate)} cannot be "
-                                       f"read: {type(e).__name__}: {e}") from None
-        logging.warning("Checkpoint %s is damaged or incomplete (%s: %s); moving it aside and "
-                        "trying the previous one.", self.directory / str(candidate),
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-        self._set_aside(candidate)
+        self._damaged(candidate, _one_line(e), fatal=step is not None)
         continue
-      record = run_record.RunRecord.from_json(
-          restored["record"], f"checkpoint {self.directory / str(candidate)}")
+      record = run_record.RunRecord.from_json(saved_record, f"checkpoint {where}")
+      if expected is not None:
+        record.check_resumable_by(expected)
+      _check_layout(saved_layout, abstract_state)
+      failure = None
+      with _abandoned_reads_dropped():
+        try:
+          restored = self._manager.restore(candidate, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state)))
+        except Exception as e:  # The layout matches: what fails now is the files.
+          failure = _one_line(e)  # Not `e`: its traceback would keep the abandoned reads alive.
+      if failure is not None:
+        self._damaged(candidate, failure, fatal=step is not None)
+        continue
       return restored["state"], record, candidate
     if steps:
       raise errors.CheckpointError(f"None of the checkpoints in {self.directory} ({steps}) can "
                                    "be read.")
     return None
+
+  def saved_layout(self, step: int):
+    """The saved state's tree of array metadata (shape, dtype) at `step`, read without arrays.
+
+    The handler itself, not a `Checkpointer`: that one looks for metadata of a whole checkpoint
+    in the item's folder, warns for each, and returns None for damaged metadata instead of
+    raising."""
+    layout = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+    if not jax.tree.leaves(layout):
+      raise ValueError(f"no array metadata in {self.directory / str(step) / 'state'}")
+    return layout
+
+  def _damaged(self, step: int, failure: str, fatal: bool) -> None:
+    """Raises for a damaged checkpoint asked for by step (`fatal`), else warns and sets it
+    aside; `failure` is `_one_line` of what failed."""
+    if fatal:
+      raise errors.CheckpointError(f"Checkpoint {self.directory / str(step)} cannot be read: "
+                                   f"{failure}")
+    logging.warning("Checkpoint %s is damaged or incomplete (%s); moving it aside and trying "
+                    "the previous one.", self.directory / str(step), failure)
+    self._set_aside(step)
 
   def _set_aside(self, step: int) -> None:
     """Renames a damaged checkpoint to `<step>.damaged-<time>`, kept for inspection.
@@ -125,12 +162,9 @@ class Checkpoints:
     if step is None:
       raise errors.CheckpointError(f"No checkpoint in {self.directory}.")
     try:
-      with ocp.StandardCheckpointer() as reader:
-        saved = reader.metadata(self.directory / str(step) / "state").item_metadata
+      saved = self.saved_layout(step)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files.
-      raise errors.CheckpointError(f"Checkpoint {self.directory / str(step)} cannot be read: "
-                                   f"{type(e).__name__}: "
-                                   f"{str(e).splitlines()[0] if str(e) else ''}") from None
+      self._damaged(step, _one_line(e), fatal=True)
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), saved)
     state, _, _ = self.restore(abstract, step)
@@ -142,6 +176,69 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _one_line(error: Exception) -> str:
+  """"Type: first line of the message" of a read failure (tensorstore's run to pages)."""
+  message = str(error)
+  return f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+
+
+@contextlib.contextmanager
+def _abandoned_reads_dropped():
+  """Drops Python's "Exception ignored in: <coroutine ...>" reports of a failed restore.
+
+  orbax reads the arrays in concurrent coroutines; when one read fails (a damaged file) the
+  others are abandoned, and each prints a traceback when it is collected. The failure itself is
+  reported once, by the caller. The abandoned reads are collected before the hook is put back.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not inspect.iscoroutine(unraisable.object):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous
+
+
+def _check_layout(saved, abstract_state) -> None:
+  """Raises RunMismatchError naming the arrays where the saved tree of array metadata `saved`
+  and `abstract_state` differ in path, shape or dtype (a few, and how many more)."""
+  saved, expected = _layout(saved), _layout(abstract_state)
+  differences = []
+  for path in sorted(saved.keys() | expected.keys()):
+    if path not in expected:
+      differences.append(f"{path}: only in the checkpoint")
+    elif path not in saved:
+      differences.append(f"{path}: only in this config's state")
+    elif saved[path] != expected[path]:
+      differences.append(f"{path}: checkpoint has {_describe(saved[path])}, config has "
+                         f"{_describe(expected[path])}")
+  if differences:
+    shown = differences[:3] + ([f"{len(differences) - 3} more arrays"]
+                               if len(differences) > 3 else [])
+    raise run_record.mismatch(["its saved state differs from this config's: " + ", ".join(shown)])
+
+
+def _layout(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+  """'params/head/kernel' -> (shape, dtype name) of each array of a state or its metadata."""
+  def name(key) -> str:
+    for attribute in ("key", "name", "idx"):
+      if hasattr(key, attribute):
+        return str(getattr(key, attribute))
+    return str(key)
+  return {"/".join(name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _describe(layout: tuple[tuple[int, ...], str]) -> str:
+  shape, dtype = layout
+  return f"{dtype}{list(shape)}"
 
 
 def abstract_like(state, shardings):

@@ -29,11 +29,13 @@ class JittedSteps:
     train: (state, batch) -> (state, metrics); the state is donated.
     eval: (params, batch with "mask") -> summed {"correct", "loss", "count"}, replicated.
     features: (params, images (B, H, W, 3)) -> pre-logits features (B, D), split like the batch.
+    logits: (params, images (B, H, W, 3)) -> logits (B, K), split like the batch (evaluators).
   """
   create: Callable
   train: Callable
   eval: Callable
   features: Callable
+  logits: Callable
 
 
 def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
@@ -57,7 +59,14 @@ def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
       train=jax.jit(train, in_shardings=(state_shardings, batch),
                     out_shardings=(state_shardings, replicated), donate_argnums=0),
       eval=jax.jit(evaluate, in_shardings=(params, batch), out_shardings=replicated),
-      features=jax.jit(features, in_shardings=(params, batch), out_shardings=batch))
+      features=jax.jit(features, in_shardings=(params, batch), out_shardings=batch),
+      logits=jit_logits(model, params, batch))
+
+
+def jit_logits(model: models.ResNetV2, param_shardings, batch_sharding) -> Callable:
+  """`steps.logits_step` of `model`, jitted with the params' and the batch's shardings."""
+  return jax.jit(functools.partial(steps.logits_step, model=model),
+                 in_shardings=(param_shardings, batch_sharding), out_shardings=batch_sharding)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +133,9 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
       steps.create_train_state, model=model, optimizer=optimizer, image_shape=image_shape),
       jax.random.key(0))
   state_shardings = sharding.param_shardings(abstract_state, mesh)
-  record = run_record.RunRecord.of_run(config, num_classes, info.class_names)
+  state_dtypes = " ".join(sorted({str(leaf.dtype) for leaf in
+                                  jax.tree.leaves(abstract_state.params)}))
+  record = run_record.RunRecord.of_run(config, num_classes, info.class_names, state_dtypes)
   jitted = jit_steps(model, optimizer, schedule, mesh, state_shardings, config.loss,
                      config.grad_accum_steps, image_shape)
   return Experiment(config, mesh, input_cfg, info, model, schedule, optimizer, abstract_state,

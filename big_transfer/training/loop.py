@@ -20,6 +20,8 @@ from big_transfer import atomic, data, errors
 from big_transfer.training import checkpoints
 
 from big_transfer.training import evaluation
+from big_transfer.training import evaluators
+from big_transfer.data import eval_sets
 
 from big_transfer.training import experiment
 
@@ -54,6 +56,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   workdir.mkdir(parents=True, exist_ok=True)
   exp = experiment.build(config)
   fewshot_cfgs = _open_evaluation_data(exp)
+  ready_evals = _ready_evaluators(config, exp.model.num_classes)
   logging.info("Topology: %s", sharding.describe(exp.mesh, config.batch_size,
                                                   config.grad_accum_steps))
   logging.info("Schedule: %s", exp.schedule.describe(config.batch_size,
@@ -67,14 +70,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   try:
     state, start = _initial_or_restored_state(config, exp, ckpts)
     writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
-    state, status, train_metrics, first_step_done = _loop(config, exp, fewshot_cfgs, state,
-                                                          start, ckpts, writer)
+    state, status, train_metrics, first_step_done = _loop(config, exp, fewshot_cfgs, ready_evals,
+                                                          state, start, ckpts, writer)
     summary = {"status": status, "step": int(state.step), "train": train_metrics,
                # Setup, compilation and one step: what a compilation cache shortens.
                "seconds_to_first_step": None if first_step_done is None else
                                         first_step_done - started}
     if status == "completed":
-      results = _evaluate(config, exp, fewshot_cfgs, state.params)
+      results = _evaluate(config, exp, fewshot_cfgs, ready_evals, state.params)
       writer.write_scalars(summary["step"], results)
       summary.update(results)
   finally:
@@ -105,13 +108,31 @@ def _open_evaluation_data(exp: experiment.Experiment) -> dict[str, data.InputCon
   return fewshot_cfgs
 
 
+def _ready_evaluators(config, num_classes: int) -> list[eval_sets.EvalSet]:
+  """The evaluation sets of `config.evals` whose data is ready; the others are named, with what
+  prepares them, in one warning, and skipped: a missing robustness set never stops a run."""
+  ready, missing = [], []
+  if config.evals:
+    evaluators.check_head(num_classes, config.evals_label_map)
+  for eval_set in evaluators.check(config.evals, config.evals_label_map):
+    try:
+      data.check_eval_set(eval_set, config.data.data_dir)
+      ready.append(eval_set)
+    except errors.DataError as e:
+      missing.append(f"{eval_set.name}: {e}")
+  if missing:
+    logging.warning("Skipping %d of the %d evaluators of config.evals, whose data is not ready:"
+                    "\n  %s", len(missing), len(config.evals), "\n  ".join(missing))
+  return ready
+
+
 def _initial_or_restored_state(config, exp: experiment.Experiment,
                                ckpts: checkpoints.Checkpoints):
   """(state, step): the workdir's latest checkpoint, or a fresh state (with `config.init`)."""
-  restored = ckpts.restore(checkpoints.abstract_like(exp.abstract_state, exp.state_shardings))
+  restored = ckpts.restore(checkpoints.abstract_like(exp.abstract_state, exp.state_shardings),
+                           expected=exp.record)
   if restored is not None:
-    state, saved_record, step = restored
-    saved_record.check_resumable_by(exp.record)
+    state, _, step = restored
     logging.info("Resuming from the checkpoint at step %d.", step)
     return state, step
   state = exp.steps.create(jax.random.key(config.seed))
@@ -160,13 +181,14 @@ class _PreemptionWatch:
 def _check_finite(state) -> None:
   bad = int(state.first_bad_step)
   if bad >= 0:
-    raise errors.NonFiniteLossError(f"The loss or gradients became NaN or infinite at step {bad}; "
+    raise errors.NonFiniteLossError(f"The loss, gradients or parameters became NaN or infinite "
+                                    f"at step {bad}; "
                                     "stopping without saving the bad state (the latest "
                                     "checkpoint holds the last good weights). Lower the "
                                     "learning rate or set --config.grad_clip_norm.")
 
 
-def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, params) -> dict:
+def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, params) -> dict:
   eval_cfg = dataclasses.replace(exp.input_cfg, mixup_alpha=0.0)
   results = {f"eval/{key}": value for key, value in evaluation.top1(
       params, exp.steps, eval_cfg, config.eval_batch_size, exp.batch_sharding).items()}
@@ -175,10 +197,16 @@ def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, params) -> dict:
                                      config.fewshot.seeds, config.fewshot.l2_reg,
                                      config.eval_batch_size, exp.batch_sharding)
     results.update({f"fewshot/{key}": value for key, value in probes.items()})
+  for eval_set in ready_evals:
+    scores = evaluators.evaluate(
+        eval_set, params, exp.steps.logits, data_dir=config.data.data_dir,
+        recipe=exp.input_cfg.recipe, crop=exp.input_cfg.crop, batch_size=config.eval_batch_size,
+        batch_sharding=exp.batch_sharding, label_map=config.evals_label_map)
+    results.update({f"evals/{eval_set.name}/{key}": value for key, value in scores.items()})
   return results
 
 
-def _loop(config, exp: experiment.Experiment, fewshot_cfgs, state, start: int,
+def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, start: int,
           ckpts: checkpoints.Checkpoints, writer) -> tuple[object, str, dict, float | None]:
   """Steps from `start` to `config.total_steps` or a preemption.
 
@@ -225,7 +253,8 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, state, start: int,
           ckpts.save(step, state, exp.record, force=step == config.total_steps)
         if (config.eval_every_steps and step % config.eval_every_steps == 0
             and step < config.total_steps):
-          writer.write_scalars(step, _evaluate(config, exp, fewshot_cfgs, state.params))
+          writer.write_scalars(step, _evaluate(config, exp, fewshot_cfgs, ready_evals,
+                                               state.params))
   finally:
     batches.close()  # Stops the prefetch thread before evaluation or interpreter exit.
   return state, "completed", train_metrics, first_step_done

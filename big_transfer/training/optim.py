@@ -16,6 +16,8 @@ from big_transfer import errors
 
 # The rate is multiplied by this after each decay step, as in the paper and the released code.
 DECAY_FACTOR = 0.1
+# BiT's SGD momentum, upstream and downstream.
+MOMENTUM = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Schedule:
     if self.total_steps < 1:
       raise errors.ConfigError(f"total_steps must be >= 1, got {self.total_steps}; set "
                                "--config.total_steps to the number of updates to run.")
-    if self.peak_lr <= 0:
+    if not self.peak_lr > 0:  # NaN too.
       raise errors.ConfigError(f"lr must be positive, got {self.peak_lr}.")
     if not 0 <= self.warmup_steps <= self.total_steps:
       raise errors.ConfigError(f"warmup_steps must be in [0, total_steps={self.total_steps}], "
@@ -89,9 +91,8 @@ def weight_decay_mask(params):
   return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
-def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
-                   grad_clip_norm: float | None = None,
-                   nesterov: bool = False) -> optax.GradientTransformation:
+def make_optimizer(momentum: float = MOMENTUM, weight_decay: float = 0.0,
+                   grad_clip_norm: float | None = None) -> optax.GradientTransformation:
   """SGD with momentum as BiT trained it, up to the learning rate: clip, add decay, accumulate.
 
   Its updates are the momentum buffer; the train step multiplies them by `-lr(state.step)`, so
@@ -106,7 +107,6 @@ def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
       paper's TF/Keras SGD did (1e-4 upstream, 0 downstream). It is not AdamW-style decoupled
       decay. Only kernels are decayed, see `weight_decay_mask`.
     grad_clip_norm: if set, gradients are first rescaled to at most this global L2 norm.
-    nesterov: use Nesterov momentum.
   """
   if momentum < 0 or momentum >= 1:
     raise errors.ConfigError(f"momentum must be in [0, 1), got {momentum}.")
@@ -116,11 +116,25 @@ def make_optimizer(momentum: float = 0.9, weight_decay: float = 0.0,
   if grad_clip_norm is not None and grad_clip_norm <= 0:
     raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to "
                              "turn clipping off.")
-  steps = []
+  return optax.chain(*(transform for _, transform in _parts(momentum, weight_decay,
+                                                               grad_clip_norm)))
+
+
+def state_layout(momentum: float = MOMENTUM, weight_decay: float = 0.0,
+                 grad_clip_norm: float | None = None) -> str:
+  """The transformations of `make_optimizer(...)` in order, e.g. "add_decayed_weights -> trace":
+  what decides the structure of its state, which a checkpoint must share to be resumed."""
+  return " -> ".join(name for name, _ in _parts(momentum, weight_decay, grad_clip_norm))
+
+
+def _parts(momentum, weight_decay, grad_clip_norm):
+  """(name, transformation) of each stage of the optimizer, in the order they apply."""
+  parts = []
   if grad_clip_norm is not None:
     # Clip the loss gradient alone, so the decay term does not eat into the clipping budget.
-    steps.append(optax.clip_by_global_norm(grad_clip_norm))
+    parts.append(("clip_by_global_norm", optax.clip_by_global_norm(grad_clip_norm)))
   if weight_decay:
-    steps.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
-  steps.append(optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=jnp.float32))
-  return optax.chain(*steps)
+    parts.append(("add_decayed_weights",
+                  optax.add_decayed_weights(weight_decay, mask=weight_decay_mask)))
+  parts.append(("trace", optax.trace(decay=momentum, accumulator_dtype=jnp.float32)))
+  return parts

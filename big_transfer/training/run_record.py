@@ -11,9 +11,17 @@ import ml_collections
 
 from big_transfer import errors
 
+from big_transfer.training import optim
+
+# The fields that decide the structure of the saved state (its tree and the shapes and dtypes of
+# its arrays): a checkpoint that differs in one cannot be restored into this run's state.
+STRUCTURE = ("model", "num_classes", "state_dtypes", "optimizer")
 # The fields that must match to resume a workdir: a different value means the checkpoints belong
-# to another experiment.
-IDENTITY = ("model", "num_classes", "dataset", "seed", "batch_size", "loss")
+# to another experiment. Compared before any restore, so a mismatch never looks like damage.
+IDENTITY = STRUCTURE + ("dataset", "seed", "batch_size", "loss")
+# Fields that records written before them lack; such a record is compared on the others, and the
+# saved state's layout (`checkpoints.Checkpoints.restore`) stands in for them.
+_ADDED_LATER = ("state_dtypes", "optimizer")
 
 
 class RunMismatchError(errors.CheckpointError):
@@ -35,6 +43,8 @@ class RunRecord:
     resolution: side of the square images the model was trained and evaluated on.
     recipe: the input recipe, "upstream" or "finetune"; it decides the eval preprocessing.
     config: the whole run config, JSON-ready.
+    state_dtypes: the dtypes of the train state's parameters, e.g. "float32".
+    optimizer: the optimizer's stages (`optim.state_layout`), e.g. "add_decayed_weights -> trace".
   """
   model: str
   num_classes: int
@@ -46,16 +56,21 @@ class RunRecord:
   resolution: int
   recipe: str
   config: dict
+  state_dtypes: str | None
+  optimizer: str | None
 
   @classmethod
   def of_run(cls, config: ml_collections.ConfigDict, num_classes: int,
-             class_names: tuple[str, ...] | None) -> "RunRecord":
-    """The record of a run of `config` on data with `num_classes` classes named `class_names`."""
+             class_names: tuple[str, ...] | None, state_dtypes: str) -> "RunRecord":
+    """The record of a run of `config` on data with `num_classes` classes named `class_names`,
+    whose parameters have `state_dtypes`."""
     return cls(model=config.model, num_classes=num_classes,
                class_names=tuple(class_names) if class_names else None,
                dataset=config.dataset, seed=config.seed, batch_size=config.batch_size,
                loss=config.loss, resolution=config.data.crop, recipe=config.data.recipe,
-               config=json.loads(config.to_json()))
+               config=json.loads(config.to_json()), state_dtypes=state_dtypes,
+               optimizer=optim.state_layout(config.momentum, config.weight_decay,
+                                            config.grad_clip_norm))
 
   def to_json(self) -> dict:
     record = dataclasses.asdict(self)
@@ -66,22 +81,30 @@ class RunRecord:
   def from_json(cls, record: dict, where: str) -> "RunRecord":
     """Reads a record saved by `to_json`; `where` names the checkpoint in errors."""
     fields = [field.name for field in dataclasses.fields(cls)]
-    missing = [name for name in fields if name not in record]
+    missing = [name for name in fields if name not in record and name not in _ADDED_LATER]
     if missing:
       raise errors.CheckpointError(f"The record of {where} lacks {', '.join(missing)}: it was "
                                    "written by an older big_transfer. Export or resume it with "
                                    "the version that wrote it.")
-    values = {name: record[name] for name in fields}
+    values = {name: record.get(name) for name in fields}
     if values["class_names"] is not None:
       values["class_names"] = tuple(values["class_names"])
     return cls(**values)
 
   def check_resumable_by(self, current: "RunRecord") -> None:
-    """Raises RunMismatchError naming every identity field `current` changes."""
+    """Raises RunMismatchError naming every identity field `current` changes (a field this
+    record lacks, being older, is not compared)."""
+    compared = [name for name in IDENTITY
+                if name not in _ADDED_LATER or getattr(self, name) is not None]
     differing = [f"{name}: checkpoint has {getattr(self, name)!r}, config has "
-                 f"{getattr(current, name)!r}" for name in IDENTITY
+                 f"{getattr(current, name)!r}" for name in compared
                  if getattr(self, name) != getattr(current, name)]
     if differing:
-      raise RunMismatchError(
-          "The workdir holds checkpoints of a different run (" + "; ".join(differing) +
-          "). Use a new --workdir, or restore the original settings.")
+      raise mismatch(differing)
+
+
+def mismatch(differences: list[str]) -> RunMismatchError:
+  """The one error for a workdir whose checkpoints another run wrote, naming `differences`."""
+  return RunMismatchError("The workdir holds checkpoints of a different run (" +
+                          "; ".join(differences) + "). Use a new --workdir, or restore the "
+                          "original settings.")

@@ -2,8 +2,8 @@
 
 Nothing here knows about devices: `experiment.jit_steps` jits these functions once with the
 shardings that `sharding.py` decides. The train step never synchronizes with the host: a step
-whose loss or gradients are not finite is recorded in the state (and its update skipped) for the
-loop to report at its next look.
+whose loss, gradients or new parameters are not finite is recorded in the state (and its update
+skipped) for the loop to report at its next look.
 """
 
 from collections.abc import Callable
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from big_transfer import errors, models
+from big_transfer import errors
 
 from big_transfer.training import losses
 
@@ -31,7 +31,8 @@ class TrainState:
     step: int32 scalar, number of updates applied.
     params: the model's parameters (float32).
     opt_state: the optimizer's state.
-    first_bad_step: int32 scalar, the first step whose loss or gradients were not finite, or -1.
+    first_bad_step: int32 scalar, the first step whose loss, gradients or new parameters were
+      not finite, or -1.
   """
   step: jax.Array
   params: Any
@@ -108,7 +109,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
   rate = learning_rate(state.step)
   params = jax.tree.map(lambda p, d: p - rate * d, state.params, direction)
-  finite = jnp.isfinite(loss) & _all_finite(grads)
+  # Finite gradients can still give non-finite parameters (a rate that overflows them).
+  finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
   # A bad step leaves params and optimizer state as they were, so the last good weights survive
   # to be saved; the step still counts, and the rate follows `state.step`.
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -139,6 +141,11 @@ def eval_step(params, batch: dict, *, model: nn.Module,
   return {"correct": jnp.sum(losses.top1_correct(logits, batch["label"]) * mask),
           "loss": loss_function(loss_name)(logits, batch["label"], mask) * count,
           "count": count}
+
+
+def logits_step(params, images: jax.Array, *, model: nn.Module) -> jax.Array:
+  """Logits (B, K) of images (B, H, W, 3) in [-1, 1]: what evaluators score."""
+  return model.apply({"params": params}, images)
 
 
 def features_step(params, images: jax.Array, *, model: nn.Module) -> jax.Array:

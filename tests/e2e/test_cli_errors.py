@@ -79,7 +79,7 @@ def test_user_errors_are_one_line_and_exit_1(monkeypatch, capsys):
   def fail(config, workdir):
     raise errors.DataError("Data set 'x' is not prepared.")
 
-  monkeypatch.setattr(main.train, "train_and_evaluate", fail)
+  monkeypatch.setattr(main.loop, "train_and_evaluate", fail)
   assert main.run(config=None, workdir="unused") == 1
   assert capsys.readouterr().err == "error: Data set 'x' is not prepared.\n"
 
@@ -89,7 +89,7 @@ def test_any_other_exception_keeps_its_traceback(monkeypatch, internal):
   def fail(config, workdir):
     raise internal
 
-  monkeypatch.setattr(main.train, "train_and_evaluate", fail)
+  monkeypatch.setattr(main.loop, "train_and_evaluate", fail)
   with pytest.raises(type(internal), match=str(internal)):
     main.run(config=None, workdir="unused")
 

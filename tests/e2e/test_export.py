@@ -35,7 +35,7 @@ def _record(recipe: str = "finetune") -> run_record.RunRecord:
   config.data.crop = CROP
   config.data.recipe = recipe
   config.batch_size = 8
-  return run_record.RunRecord.of_run(config, len(CLASS_NAMES), CLASS_NAMES)
+  return run_record.RunRecord.of_run(config, len(CLASS_NAMES), CLASS_NAMES, "float32")
 
 
 def _random_params(seed: int) -> dict:
@@ -320,6 +320,55 @@ def test_a_record_of_an_older_version_is_refused_naming_what_it_lacks(tmp_path):
                                                    "older big_transfer"):
     export.export(tmp_path / "run", tmp_path / "model.npz")
   assert not (tmp_path / "model.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def features_savedmodel(upstream_run, tmp_path_factory):
+  """The upstream run exported with a `features` signature at output stride 16."""
+  path = tmp_path_factory.mktemp("export") / "backbone"
+  info = export.export(upstream_run[0], path, "savedmodel", features=("stem", "C3", "C5"),
+                       output_stride=16)
+  return info, tf.saved_model.load(str(path)).signatures
+
+
+def test_features_signature_is_described_in_the_metadata(features_savedmodel):
+  info, signatures = features_savedmodel
+  assert set(signatures) == {"serving_default", export.FEATURES_SIGNATURE}
+  assert info["features"]["output_stride"] == 16
+  assert [(m["name"], m["stride"], m["channels"]) for m in info["features"]["maps"]] == [
+      ("stem", 2, 64), ("C3", 8, 512), ("C5", 16, 2048)]
+
+
+@pytest.mark.parametrize("height,width", [(32, 32), (50, 37)])
+def test_features_signature_returns_the_jax_maps_at_any_size(upstream_run, features_savedmodel,
+                                                               height, width):
+  _, params = upstream_run
+  info, signatures = features_savedmodel
+  images = np.random.default_rng(height).integers(0, 256, (2, height, width, 3), np.uint8)
+  maps = signatures[export.FEATURES_SIGNATURE](images=tf.constant(images))
+  backbone = models.create("R14x1", num_classes=None, features=("stem", "C3", "C5"),
+                           output_stride=16)
+  body = {k: v for k, v in params.items() if k != "head"}
+  expected = backbone.apply({"params": body}, images.astype(np.float32) / 127.5 - 1)
+  assert set(maps) == {m["name"] for m in info["features"]["maps"]}
+  for spec in info["features"]["maps"]:
+    got, want = maps[spec["name"]].numpy(), np.asarray(expected[spec["name"]])
+    assert got.shape == (2, -(-height // spec["stride"]), -(-width // spec["stride"]),
+                         spec["channels"]) == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want)), spec["name"]
+
+
+def test_features_need_the_savedmodel_format(run, tmp_path):
+  with pytest.raises(errors.ConfigError, match="--features adds a signature to a SavedModel.*"
+                     "--format=npz"):
+    export.export(run[0], tmp_path / "model.npz", "npz", features=("C5",))
+  assert not (tmp_path / "model.npz").exists()
+
+
+def test_unknown_feature_name_is_refused_before_writing(run, tmp_path):
+  with pytest.raises(errors.ConfigError, match="features must be distinct names.*'P3'"):
+    export.export(run[0], tmp_path / "backbone", "savedmodel", features=("P3",))
+  assert not list(tmp_path.iterdir())
 
 
 def _run_cli(*args) -> subprocess.CompletedProcess:

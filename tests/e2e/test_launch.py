@@ -237,7 +237,7 @@ def test_setup_run_and_stop_on_a_worker(tmp_path, fakes):
   shutil.copy(archive, home / scp["argv"][6].split(":", 1)[1])
   setup = _on_worker(home, _remote_command(ssh))
   assert setup.returncode == 0, setup.stderr
-  assert (home / "big_transfer" / "big_transfer" / "train.py").exists()
+  assert (home / "big_transfer" / "big_transfer" / "training" / "loop.py").exists()
   assert not (home / "big_transfer.new").exists()
   assert (home / "uv_calls").read_text().splitlines() == [
       f"venv --python 3.12 {home}/big_transfer_env",

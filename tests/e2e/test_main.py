@@ -127,7 +127,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoints(tmp_path,
                                                                       synthetic_data_dir):
   result = cli.run_main(tmp_path, synthetic_data_dir, lr=1e30, checkpoint_every_steps=1,
                         log_every_steps=1, warmup_steps=0, total_steps=6)
-  cli.assert_fails_in_one_line(result, "The loss or gradients became NaN or infinite at step ")
+  cli.assert_fails_in_one_line(result,
+                               "The loss, gradients or parameters became NaN or infinite at step ")
   bad_step = int(result.stderr.split("infinite at step ")[1].split(";")[0])
   saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and max(saved) <= bad_step

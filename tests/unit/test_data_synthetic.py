@@ -1,5 +1,7 @@
 """The built-in `bit_synthetic` data set: deterministic, and built for transfer."""
 
+import hashlib
+
 import numpy as np
 
 from big_transfer.data import synthetic
@@ -39,3 +41,23 @@ def test_class_names_are_unique_and_readable():
   names = [synthetic.class_name(c) for c in synthetic.COMBINATIONS]
   assert len(set(names)) == 100
   assert synthetic.class_name(("disk", "red", "solid")) == "red_solid_disk"
+
+
+def test_render_with_mask_keeps_the_images_of_the_data_set():
+  combo, seed = synthetic.COMBINATIONS[7], [0, 0, 3]
+  image, _ = synthetic.render_with_mask(combo, np.random.default_rng(seed))
+  np.testing.assert_array_equal(image, synthetic.render(combo, np.random.default_rng(seed)))
+  # The image this draw gave before masks existed: the prepared data set does not change.
+  assert hashlib.sha256(image.tobytes()).hexdigest() == (
+      "3971d33ccb5747625be67f6bc40cf60c4db4c4248d13f891c67ffaad7c0e9e98")
+
+
+def test_the_mask_covers_the_object_and_only_it():
+  for shape in synthetic.SHAPES:
+    combo = (shape, "red", "solid")
+    image, mask = synthetic.render_with_mask(combo, np.random.default_rng(5))
+    assert mask.shape == (64, 64) and mask.dtype == bool and 50 < mask.sum() < 64 * 64 / 2
+    red = image[..., 0].astype(np.float32)
+    inside, outside = red[mask].mean(), red[~mask].mean()
+    # The object is drawn red (220) with a gain in [0.8, 1.1]; the background is below 120.
+    assert 0.75 * 220 < inside < 1.15 * 220 and outside < 130, (shape, inside, outside)

@@ -26,7 +26,7 @@ def test_released_resolution_option():
     (500_000, 500, (6000, 12_000, 18_000), 20_000),
 ])
 def test_schedule_table(n, warmup, decays, total):
-  assert hyperrule.schedule(n) == hyperrule.Schedule(warmup, decays, total)
+  assert hyperrule.schedule(n) == hyperrule.StepCounts(warmup, decays, total)
 
 
 @pytest.mark.parametrize("n, alpha", [(19_999, 0.0), (20_000, 0.1), (1_281_167, 0.1)])

@@ -129,6 +129,27 @@ def test_non_finite_gradient_with_a_finite_loss_is_skipped_and_the_rate_follows_
   assert float(SCHEDULE.learning_rate(1)) != pytest.approx(float(SCHEDULE.learning_rate(0)))
 
 
+class _Linear(nn.Module):
+  """Logits w * mean(image): finite loss and gradients for any finite image."""
+
+  @nn.compact
+  def __call__(self, images):
+    w = self.param("w", nn.initializers.ones, (5,))
+    return w * jnp.mean(images, axis=(1, 2, 3))[:, None]
+
+
+def test_an_update_to_non_finite_parameters_is_skipped_though_loss_and_gradients_are_finite():
+  model = _Linear()
+  state = steps.create_train_state(jax.random.key(0), model, OPTIMIZER, (32, 32, 3))
+  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=OPTIMIZER,
+                                   learning_rate=lambda step: jnp.float32(jnp.inf)))
+  after, metrics = step(state, _batches(1)[0])
+  assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+  assert float(metrics["grad_norm"]) > 0
+  assert int(after.first_bad_step) == 0
+  np.testing.assert_array_equal(after.params["w"], state.params["w"])
+
+
 def test_eval_step_ignores_padding():
   params = MODEL.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   batch = _batches(1, batch_size=8)[0]
