@@ -330,5 +330,5 @@ def test_a_large_image_folder_warns_with_the_convert_command(tmp_path, monkeypat
   warnings = [r.getMessage() for r in caplog.records if "big_transfer.data.convert" in
               r.getMessage()]
   assert len(warnings) == 1
-  assert f"holds 6 images" in warnings[0]
+  assert "holds 6 images" in warnings[0]
   assert f"python -m big_transfer.data.convert --source=folder:{tmp_path} --name=NAME" in warnings[0]
