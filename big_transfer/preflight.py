@@ -310,7 +310,7 @@ def estimate(config: ml_collections.ConfigDict, topology: str,
                tpu_slice.jax_topology, tpu_slice.devices)
   start = time.perf_counter()
   try:
-    compiled = exp.steps.train.lower(state, batch).compile()
+    compiled = exp.steps.train.lower(state, batch, *exp.frozen_inputs(abstract=True)).compile()
   except jax.errors.JaxRuntimeError as e:
     if not str(e).startswith("RESOURCE_EXHAUSTED"):
       raise

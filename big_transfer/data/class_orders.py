@@ -1,37 +1,26 @@
 """The label order of a converted data set: the source's sorted class names, the published
 ImageNet-21k order, or a list in a file.
 
-The published BiT-M heads have 21,843 logits, one per WordNet id of Google's ImageNet-21k (the
-shipped `labels/imagenet21k_goog_synsets.txt`, which names its source). ImageNet's fall 2011
-release lacks 2 of those synsets and winter 2021 about 2,700; converted in this order, a release
-lines up with the published heads, the absent synsets keep their labels without examples, and the
-conversion report lists them.
+The published BiT-M heads have 21,843 logits, one per WordNet id of Google's ImageNet-21k (owned
+by `class_lists.imagenet21k_synsets`). ImageNet's fall 2011 release lacks 2 of those synsets
+(n03931044, n09859684) and winter 2021, with about 19,167 synsets, lacks some 2,700; converted in
+this order, a release lines up with the published heads: the absent synsets keep their labels,
+without examples, and the conversion report lists them.
 """
-
-import functools
-import importlib.resources
 
 from etils import epath
 
 from big_transfer import errors
+from big_transfer.data import class_lists
 
 SORTED = "sorted"
 IMAGENET21K = "imagenet21k"
-IMAGENET21K_CLASSES = 21_843
 
 
 def read_list(text: str) -> tuple[str, ...]:
-  """The entries of a class list: one per line, less blank lines and '#' comment lines."""
+  """The entries of a user's class list file: one per line, less blank lines and '#' lines."""
   return tuple(line.strip() for line in text.splitlines()
                if line.strip() and not line.startswith("#"))
-
-
-@functools.cache
-def imagenet21k() -> tuple[str, ...]:
-  """The 21,843 WordNet ids of the published BiT-M heads, in logit order."""
-  text = (importlib.resources.files("big_transfer.data") / "labels" /
-          "imagenet21k_goog_synsets.txt").read_text()
-  return read_list(text)
 
 
 def label_order(present: list[str], classes: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -46,7 +35,7 @@ def label_order(present: list[str], classes: str) -> tuple[tuple[str, ...], tupl
   if classes == SORTED:
     return tuple(sorted(present)), ()
   if classes == IMAGENET21K:
-    order = imagenet21k()
+    order = class_lists.imagenet21k_synsets()
   else:
     path = epath.Path(classes)
     if not path.is_file():

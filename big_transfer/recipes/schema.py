@@ -35,10 +35,16 @@ def base() -> ml_collections.ConfigDict:
   config.lr = upstream.LR_PER_256 * upstream.BATCH_SIZE / 256  # peak rate at this batch_size.
   config.warmup_steps = 0
   config.decay_fractions = ()         # x0.1 after each of these fractions of total_steps.
+  config.lr_decay = "steps"           # or "cosine" (then no decay_fractions).
+  config.optimizer = "sgd_momentum"   # or "adam" (big_vision's distillation recipe).
   config.momentum = optim.MOMENTUM
-  config.weight_decay = 0.0           # coupled L2 on kernels, see big_transfer.training.optim.
+  config.weight_decay = 0.0           # kernels; coupled L2 for SGD, decoupled for Adam (optim).
   config.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
   config.loss = "softmax_xent"        # or "sigmoid_xent" for multi-label data.
+  # Distillation (big_transfer.training.distill): the student matches the teachers' softened
+  # probabilities instead of the labels. teacher: ';'-separated published .npz files, run
+  # workdirs or .msgpack exports; "" trains on the labels.
+  config.distill = ml_collections.ConfigDict(dict(teacher="", temperature=1.0))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: the remaining devices.
 

@@ -43,7 +43,8 @@ class MemberResult:
     seconds_to_first_step: from its summary: setup, compilation and one step.
     started_at: when the attempt that ended last started (time.time()).
     error: the error line of a failure, or why it is excluded.
-    metrics: the summary's `eval/*` and `fewshot/*` numbers (means over probe draws).
+    metrics: the summary's `eval/*`, `evals/*` (config.evals: ImageNet and its robustness sets)
+      and `fewshot/*` numbers (means over probe draws).
     notes: the recipe's decisions (`config.recipe_notes`).
   """
   name: str
@@ -263,6 +264,7 @@ def to_markdown(results: Sequence[MemberResult], sweep_name: str, seed_axis: str
     lines += _setting_table(others, seed_axis, metric, percent)
   if tasks:
     lines += _vtab_tables(tasks, seed_axis, metric, percent)
+  lines += _robustness_table(results)
   lines += _problems(results)
   lines += _first_step_times(results)
   if plot_names:
@@ -316,6 +318,22 @@ def _vtab_tables(results, seed_axis, metric, percent) -> list[str]:
                  [":---", *[":---:"] * len(group_names)]) +
           _table(["Group", "Task", *_column_names(columns, metric)], per_task,
                  [":---", ":---", *[":---:"] * len(columns)]))
+
+
+def _robustness_table(results) -> list[str]:
+  """One row per completed member with `config.evals` results: top-1 (%) on each evaluator, in
+  the order the evaluators first appear."""
+  evaluators = list(dict.fromkeys(
+      key.split("/")[1] for r in results for key in r.metrics
+      if key.startswith("evals/") and key.endswith("/accuracy")))
+  rows = [[f"`{r.name}`", *(f"{100 * r.metrics[f'evals/{e}/accuracy']:.1f}"
+                            if f"evals/{e}/accuracy" in r.metrics else "" for e in evaluators)]
+          for r in results if r.status == "completed"
+          and any(f"evals/{e}/accuracy" in r.metrics for e in evaluators)]
+  if not rows:
+    return []
+  return ["## Evaluators (top-1 %, `config.evals`)", ""] + _table(
+      ["Member", *[f"`{e}`" for e in evaluators]], rows, [":---", *[":---:"] * len(evaluators)])
 
 
 def _problems(results) -> list[str]:

@@ -16,6 +16,7 @@ import optax
 
 from big_transfer.recipes import schema as config_lib
 from big_transfer import data, models, sharding
+from big_transfer.training import distill
 from big_transfer.training import optim
 from big_transfer.training import run_record
 from big_transfer.training import steps
@@ -26,8 +27,10 @@ class JittedSteps:
 
   Attributes:
     create: rng key -> a fresh `TrainState`, laid out by the state shardings.
-    train: (state, batch) -> (state, metrics); the state is donated.
-    eval: (params, batch with "mask") -> summed {"correct", "loss", "count"}, replicated.
+    train: (state, batch, *frozen) -> (state, metrics); the state is donated. `frozen` is
+      `Experiment.frozen_inputs()`: the teachers' params of a distillation run, else nothing.
+    eval: (params, *frozen, batch with "mask") -> summed {"correct", "loss", "count"} (and a
+      distillation run's `distill.distance_sums`), replicated.
     features: (params, images (B, H, W, 3)) -> pre-logits features (B, D), split like the batch.
     logits: (params, images (B, H, W, 3)) -> logits (B, K), split like the batch (evaluators).
   """
@@ -85,6 +88,7 @@ class Experiment:
     state_shardings: a `NamedSharding` per leaf of the state.
     record: what produced the run's checkpoints.
     steps: the jitted steps.
+    teacher: the frozen teachers of a distillation run (`config.distill.teacher`), or None.
   """
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
@@ -97,10 +101,18 @@ class Experiment:
   state_shardings: steps.TrainState
   record: run_record.RunRecord
   steps: JittedSteps
+  teacher: distill.Teacher | None = None
 
   @property
   def batch_sharding(self) -> jax.sharding.NamedSharding:
     return sharding.batch_sharding(self.mesh)
+
+  def frozen_inputs(self, abstract: bool = False) -> tuple:
+    """The train and eval steps' arguments that never change: (teacher params,) on the mesh for
+    a distillation run, () otherwise; `abstract` gives ShapeDtypeStructs (a compile only)."""
+    if self.teacher is None:
+      return ()
+    return (self.teacher.abstract() if abstract else self.teacher.place(),)
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None,
@@ -119,7 +131,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   steps.loss_function(config.loss)
   dtype = models.dtype_named(config.model_dtype)
   models.parse_name(config.model)
-  optimizer = optim.make_optimizer(config.momentum, config.weight_decay, config.grad_clip_norm)
+  optimizer = optim.optimizer_from_config(config)
   input_cfg = data.InputConfig.from_config(config)
   if mesh is None:
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -135,11 +147,21 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   state_shardings = sharding.param_shardings(abstract_state, mesh)
   state_dtypes = " ".join(sorted({str(leaf.dtype) for leaf in
                                   jax.tree.leaves(abstract_state.params)}))
-  record = run_record.RunRecord.of_run(config, num_classes, info.class_names, state_dtypes)
   jitted = jit_steps(model, optimizer, schedule, mesh, state_shardings, config.loss,
                      config.grad_accum_steps, image_shape)
+  teacher = None
+  if config.distill.teacher:
+    distill.check_temperature(config.distill.temperature)
+    teacher = distill.load_teacher(config.distill.teacher, num_classes, dtype, mesh)
+    train, evaluate = distill.jit_steps(model, teacher, optimizer, schedule.learning_rate, mesh,
+                                        state_shardings, config.distill.temperature,
+                                        config.grad_accum_steps, config.loss)
+    jitted = dataclasses.replace(jitted, train=train, eval=evaluate)
+  record = run_record.RunRecord.of_run(
+      config, num_classes, info.class_names, state_dtypes,
+      **({} if teacher is None else dict(teacher=teacher.paths, teacher_sha256=teacher.sha256)))
   return Experiment(config, mesh, input_cfg, info, model, schedule, optimizer, abstract_state,
-                    state_shardings, record, jitted)
+                    state_shardings, record, jitted, teacher)
 
 
 def train_step_flops(compiled: jax.stages.Compiled, grad_accum_steps: int) -> float:

@@ -19,6 +19,8 @@ from big_transfer import atomic, data, errors
 
 from big_transfer.training import checkpoints
 
+from big_transfer.training import distill
+
 from big_transfer.training import evaluation
 from big_transfer.training import evaluators
 from big_transfer.data import eval_sets
@@ -69,15 +71,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   try:
     state, start = _initial_or_restored_state(config, exp, ckpts)
+    frozen = exp.frozen_inputs()
     writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
     state, status, train_metrics, first_step_done = _loop(config, exp, fewshot_cfgs, ready_evals,
-                                                          state, start, ckpts, writer)
+                                                          state, frozen, start, ckpts, writer)
     summary = {"status": status, "step": int(state.step), "train": train_metrics,
                # Setup, compilation and one step: what a compilation cache shortens.
                "seconds_to_first_step": None if first_step_done is None else
                                         first_step_done - started}
     if status == "completed":
-      results = _evaluate(config, exp, fewshot_cfgs, ready_evals, state.params)
+      results = _evaluate(config, exp, fewshot_cfgs, ready_evals, state.params, frozen)
       writer.write_scalars(summary["step"], results)
       summary.update(results)
   finally:
@@ -188,10 +191,15 @@ def _check_finite(state) -> None:
                                     "learning rate or set --config.grad_clip_norm.")
 
 
-def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, params) -> dict:
+def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, params,
+              frozen: tuple) -> dict:
   eval_cfg = dataclasses.replace(exp.input_cfg, mixup_alpha=0.0)
-  results = {f"eval/{key}": value for key, value in evaluation.top1(
-      params, exp.steps, eval_cfg, config.eval_batch_size, exp.batch_sharding).items()}
+  if exp.teacher is None:
+    top1 = evaluation.top1(params, exp.steps, eval_cfg, config.eval_batch_size, exp.batch_sharding)
+  else:
+    top1 = distill.evaluate(params, *frozen, exp.steps.eval, eval_cfg, config.eval_batch_size,
+                            exp.batch_sharding)
+  results = {f"eval/{key}": value for key, value in top1.items()}
   if fewshot_cfgs and config.fewshot.shots:
     probes = evaluation.fewshot_probes(params, exp.steps, fewshot_cfgs, tuple(config.fewshot.shots),
                                      config.fewshot.seeds, config.fewshot.l2_reg,
@@ -206,9 +214,10 @@ def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, par
   return results
 
 
-def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, start: int,
-          ckpts: checkpoints.Checkpoints, writer) -> tuple[object, str, dict, float | None]:
-  """Steps from `start` to `config.total_steps` or a preemption.
+def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, frozen: tuple,
+          start: int, ckpts: checkpoints.Checkpoints, writer) -> tuple[object, str, dict, float | None]:
+  """Steps from `start` to `config.total_steps` or a preemption; `frozen` are the steps'
+  unchanging inputs (`Experiment.frozen_inputs`).
 
   Returns:
     (state, status "completed" or "preempted", the last logged training means, when (time.time())
@@ -225,7 +234,7 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, 
   try:
     with _PreemptionWatch(ckpts) as preemption:
       while step < config.total_steps:
-        state, metrics = exp.steps.train(state, next(batches))
+        state, metrics = exp.steps.train(state, next(batches), *frozen)
         in_flight.add(metrics)
         pending.append(metrics)
         if first_step_done is None:
@@ -254,7 +263,7 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, 
         if (config.eval_every_steps and step % config.eval_every_steps == 0
             and step < config.total_steps):
           writer.write_scalars(step, _evaluate(config, exp, fewshot_cfgs, ready_evals,
-                                               state.params))
+                                               state.params, frozen))
   finally:
     batches.close()  # Stops the prefetch thread before evaluation or interpreter exit.
   return state, "completed", train_metrics, first_step_done

@@ -18,10 +18,10 @@ from big_transfer.training import optim
 STRUCTURE = ("model", "num_classes", "state_dtypes", "optimizer")
 # The fields that must match to resume a workdir: a different value means the checkpoints belong
 # to another experiment. Compared before any restore, so a mismatch never looks like damage.
-IDENTITY = STRUCTURE + ("dataset", "seed", "batch_size", "loss")
+IDENTITY = STRUCTURE + ("dataset", "seed", "batch_size", "loss", "teacher_sha256")
 # Fields that records written before them lack; such a record is compared on the others, and the
 # saved state's layout (`checkpoints.Checkpoints.restore`) stands in for them.
-_ADDED_LATER = ("state_dtypes", "optimizer")
+_ADDED_LATER = ("state_dtypes", "optimizer", "teacher", "teacher_sha256")
 
 
 class RunMismatchError(errors.CheckpointError):
@@ -45,6 +45,10 @@ class RunRecord:
     config: the whole run config, JSON-ready.
     state_dtypes: the dtypes of the train state's parameters, e.g. "float32".
     optimizer: the optimizer's stages (`optim.state_layout`), e.g. "add_decayed_weights -> trace".
+    teacher: a distillation run's teacher paths as given, or None for a run on labels.
+    teacher_sha256: hash of the teachers' weights (`distill.weights_sha256`); "" for a run on
+      labels, so that resuming it with a teacher (or the reverse) is refused. Resuming compares
+      the weights, not the paths: a teacher copied elsewhere still resumes.
   """
   model: str
   num_classes: int
@@ -58,23 +62,28 @@ class RunRecord:
   config: dict
   state_dtypes: str | None
   optimizer: str | None
+  teacher: tuple[str, ...] | None
+  teacher_sha256: str | None
 
   @classmethod
   def of_run(cls, config: ml_collections.ConfigDict, num_classes: int,
-             class_names: tuple[str, ...] | None, state_dtypes: str) -> "RunRecord":
+             class_names: tuple[str, ...] | None, state_dtypes: str,
+             teacher: tuple[str, ...] | None = None, teacher_sha256: str = "") -> "RunRecord":
     """The record of a run of `config` on data with `num_classes` classes named `class_names`,
-    whose parameters have `state_dtypes`."""
+    whose parameters have `state_dtypes`, distilled from the teachers at `teacher` whose
+    weights hash to `teacher_sha256` if given."""
     return cls(model=config.model, num_classes=num_classes,
                class_names=tuple(class_names) if class_names else None,
                dataset=config.dataset, seed=config.seed, batch_size=config.batch_size,
                loss=config.loss, resolution=config.data.crop, recipe=config.data.recipe,
                config=json.loads(config.to_json()), state_dtypes=state_dtypes,
-               optimizer=optim.state_layout(config.momentum, config.weight_decay,
-                                            config.grad_clip_norm))
+               optimizer=optim.layout_from_config(config), teacher=teacher,
+               teacher_sha256=teacher_sha256)
 
   def to_json(self) -> dict:
     record = dataclasses.asdict(self)
     record["class_names"] = list(self.class_names) if self.class_names else None
+    record["teacher"] = list(self.teacher) if self.teacher else None
     return record
 
   @classmethod
@@ -87,8 +96,9 @@ class RunRecord:
                                    "written by an older big_transfer. Export or resume it with "
                                    "the version that wrote it.")
     values = {name: record.get(name) for name in fields}
-    if values["class_names"] is not None:
-      values["class_names"] = tuple(values["class_names"])
+    for name in ("class_names", "teacher"):
+      if values[name] is not None:
+        values[name] = tuple(values[name])
     return cls(**values)
 
   def check_resumable_by(self, current: "RunRecord") -> None:

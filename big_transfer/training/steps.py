@@ -71,19 +71,14 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                learning_rate: Callable[[jax.Array], jax.Array],
                loss_name: str = "softmax_xent",
                grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
-  """One optimizer update on a global batch.
+  """One optimizer update on a global batch, towards its labels.
 
   Args:
     state: the current `TrainState`.
     batch: {"image": (B, H, W, 3) float32, "label": (B, K) float32 dense targets}.
     model: the network.
-    optimizer: the update direction (`optim.make_optimizer`), which the state was created with.
-    learning_rate: the rate of the update at a step, e.g. `optim.Schedule.learning_rate`; it is
-      evaluated at `state.step`, so it stays in step with the run whatever the optimizer counts.
+    optimizer, learning_rate, grad_accum_steps: as `descent_step`.
     loss_name: a key of `LOSSES`.
-    grad_accum_steps: split the batch into this many micro-batches, summed through `lax.scan`,
-      so large batches fit in memory (one micro-batch's activations live at a time); the update
-      equals the full-batch one.
   Returns:
     (new state, {"loss", "grad_norm", "learning_rate"}: float32 scalars).
   """
@@ -92,6 +87,30 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   def loss_of(params, micro):
     return loss_fn(model.apply({"params": params}, micro["image"]), micro["label"])
 
+  return descent_step(state, batch, loss_of, optimizer=optimizer, learning_rate=learning_rate,
+                      grad_accum_steps=grad_accum_steps)
+
+
+def descent_step(state: TrainState, batch: dict, loss_of: Callable[[Any, dict], jax.Array], *,
+                 optimizer: optax.GradientTransformation,
+                 learning_rate: Callable[[jax.Array], jax.Array],
+                 grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
+  """One optimizer update of `state.params` down the gradient of `loss_of` on a global batch.
+
+  Args:
+    state: the current `TrainState`.
+    batch: a dict of (B, ...) arrays; `loss_of` reads the keys it needs.
+    loss_of: (params, batch or micro-batch) -> float32 scalar mean loss.
+    optimizer: the update direction (`optim.optimizer_from_config`), which the state was
+      created with.
+    learning_rate: the rate of the update at a step, e.g. `optim.Schedule.learning_rate`; it is
+      evaluated at `state.step`, so it stays in step with the run whatever the optimizer counts.
+    grad_accum_steps: split the batch into this many micro-batches, summed through `lax.scan`,
+      so large batches fit in memory (one micro-batch's activations live at a time); the update
+      equals the full-batch one.
+  Returns:
+    (new state, {"loss", "grad_norm", "learning_rate"}: float32 scalars).
+  """
   grad_fn = jax.value_and_grad(loss_of)
   if grad_accum_steps == 1:
     loss, grads = grad_fn(state.params, batch)

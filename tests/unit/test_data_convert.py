@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from big_transfer import data
 from big_transfer import errors
-from big_transfer.data import class_orders
+from big_transfer.data import class_lists
 from big_transfer.data import convert
 from big_transfer.data import folder_source
 from big_transfer.data import image_repair
@@ -216,7 +216,7 @@ def test_a_tar_of_tars_follows_the_published_21843_way_order(tmp_path):
   _tar_of_tars(archive, {WNIDS[1]: 3, WNIDS[0]: 2})
   report = convert.convert(f"tar:{archive}", "imagenet21k", str(tmp_path / "out"),
                            classes="imagenet21k")
-  published = class_orders.imagenet21k()
+  published = class_lists.imagenet21k_synsets()
   assert len(published) == 21_843 and published[0] == WNIDS[0]
   examples = _examples(tmp_path / "out", "imagenet21k", "full")
   assert len(examples) == 5
@@ -330,5 +330,5 @@ def test_a_large_image_folder_warns_with_the_convert_command(tmp_path, monkeypat
   warnings = [r.getMessage() for r in caplog.records if "big_transfer.data.convert" in
               r.getMessage()]
   assert len(warnings) == 1
-  assert f"holds 6 images" in warnings[0]
+  assert "holds 6 images" in warnings[0]
   assert f"python -m big_transfer.data.convert --source=folder:{tmp_path} --name=NAME" in warnings[0]

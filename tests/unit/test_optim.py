@@ -124,3 +124,26 @@ def test_schedule_line_states_rate_steps_and_epochs():
 def test_schedule_rejects_settings_no_run_can_use(overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
     _schedule(**overrides)
+
+
+def test_cosine_schedule_warms_up_then_follows_half_a_cosine_to_zero():
+  schedule = optim.Schedule(peak_lr=0.4, warmup_steps=10, decay_steps=(), total_steps=110,
+                            cosine=True)
+  rates = [float(schedule.learning_rate(s)) for s in (5, 10, 60, 110)]
+  np.testing.assert_allclose(rates, [0.2, 0.4, 0.4 * 0.5 * (1 + np.cos(np.pi * 0.5)), 0.0],
+                             atol=1e-7)
+
+
+def test_adam_update_times_the_rate_is_big_visions_decoupled_decay_update():
+  """big_vision: w <- w - s * (lr * adam(g) + wd * w) on kernels, s the schedule multiplier."""
+  params, peak, wd, s = _params(), 0.03, 3e-4, 0.5
+  tx = optim.make_adam(wd, peak, grad_clip_norm=None)
+  grads = jax.grad(_loss)(params)
+  direction, _ = tx.update(grads, tx.init(params), params)
+  reference = optax.scale_by_adam(mu_dtype=jnp.bfloat16)  # big_vision's `mu_dtype`.
+  adam, _ = reference.update(grads, reference.init(params))
+  for path in (("conv", "kernel"), ("norm", "scale")):
+    got = params[path[0]][path[1]] - peak * s * direction[path[0]][path[1]]
+    decay = wd * params[path[0]][path[1]] if path[1] == "kernel" else 0.0
+    want = params[path[0]][path[1]] - s * (peak * adam[path[0]][path[1]] + decay)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

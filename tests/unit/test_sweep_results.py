@@ -255,3 +255,26 @@ def test_failing_members_stop_no_other_and_are_listed_with_their_error_line(tmp_
   markdown = (tmp_path / report.MARKDOWN_NAME).read_text()
   assert "- `seed=0`: failed: `error: Data set x is missing.`" in markdown
   assert "- `seed=1`: failed: `KeyError: 'step'`" in markdown
+
+
+def test_members_evaluated_on_robustness_sets_get_a_column_per_evaluator(tmp_path):
+  rng = np.random.default_rng(3)
+  scores = {name: {"imagenet2012": rng.uniform(0.5, 0.8), "imagenet_a": rng.uniform(0, 0.3)}
+            for name in ("r50", "r101")}
+  members = []
+  for name, by_eval in scores.items():
+    members.append(_member(tmp_path, name, _settings(config__model=name), accuracy=0.7))
+    summary = json.loads((tmp_path / name / runner.SUMMARY).read_text())
+    summary.update({f"evals/{e}/accuracy": a for e, a in by_eval.items()})
+    summary.update({f"evals/{e}/examples": 100 for e in by_eval})
+    (tmp_path / name / runner.SUMMARY).write_text(json.dumps(summary))
+  members.append(_member(tmp_path, "r152", _settings(config__model="r152"), accuracy=0.7))
+  _write_manifest(tmp_path, members)
+  report.write(tmp_path)
+  markdown = (tmp_path / report.MARKDOWN_NAME).read_text()
+  assert "| Member | `imagenet2012` | `imagenet_a` |" in markdown
+  for name, by_eval in scores.items():
+    assert _cells(markdown, [f"`{name}`"]) == [f"{100 * by_eval[e]:.1f}"
+                                               for e in ("imagenet2012", "imagenet_a")]
+  with pytest.raises(AssertionError, match="no row"):
+    _cells(markdown, ["`r152`"])  # No evaluator results: no row.

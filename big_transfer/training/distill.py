@@ -1,0 +1,295 @@
+"""Distillation: a student matches frozen BiT teachers' functions ("patient and consistent").
+
+Beyer et al., "Knowledge distillation: A good teacher is patient and consistent" (CVPR 2022),
+as big_vision's `proj/distill` trainer runs it: teacher and student see the very same augmented
+batch (the input pipeline's inception crop, flip and MixUp happen before the step, so both
+forward passes get one array), and the student minimizes
+
+    t^2 * KL(softmax(teacher / t) || softmax(student / t))
+
+with several teachers averaged in probability space. The teachers are frozen: their parameters
+are an argument of the step, never part of the `TrainState`, so they are neither updated nor
+written into checkpoints; the run record holds their paths and a hash of their weights, and a
+resume with other weights is refused (`run_record.RunRecord.check_resumable_by`).
+
+Teachers come from a published-layout `.npz` (or an `.npz` export), a run's workdir (its latest
+checkpoint and the model its record names), or a `.msgpack` params export with its `.json`
+metadata beside it. They run in the student's compute dtype and are laid out on the mesh by the
+same rules as the student (`sharding.param_shardings`: FSDP for large teachers).
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from big_transfer import data, errors, models, sharding
+from big_transfer.models import interop
+from big_transfer.training import checkpoints, losses, steps
+
+# Separates the teachers of `config.distill.teacher`.
+SEPARATOR = ";"
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """The frozen teachers of a distillation run.
+
+  Attributes:
+    paths: where each teacher was read from, as the config gave them.
+    models: one network per teacher, in the student's compute dtype.
+    params: one float32 host params tree per teacher.
+    shardings: one `NamedSharding` tree per teacher, laid out like the student's parameters.
+    sha256: hash of all teachers' weights (`weights_sha256`).
+  """
+  paths: tuple[str, ...]
+  models: tuple[models.ResNetV2, ...]
+  params: tuple[dict, ...]
+  shardings: tuple
+  sha256: str
+
+  def place(self) -> tuple:
+    """The teachers' params on the mesh, the step's third argument."""
+    return jax.device_put(self.params, self.shardings)
+
+  def abstract(self) -> tuple:
+    """ShapeDtypeStructs of `place()`, to compile the step without the weights on devices."""
+    return checkpoints.abstract_like(self.params, self.shardings)
+
+
+def check_temperature(temperature: float) -> None:
+  if not temperature > 0:
+    raise errors.ConfigError(f"distill.temperature must be positive, got {temperature} "
+                             "(--config.distill.temperature; 1 is the recipe's default).")
+
+
+def load_teacher(spec: str, num_classes: int, dtype, mesh: jax.sharding.Mesh) -> Teacher:
+  """Reads the teachers of `config.distill.teacher` ("PATH[;PATH...]").
+
+  Args:
+    spec: ';'-separated paths (local or gs://), each a `.npz`, a run's workdir or a `.msgpack`.
+    num_classes: the student's head size; every teacher's head must have it.
+    dtype: the student's compute dtype, which the teachers run in.
+    mesh: the run's mesh.
+  Raises:
+    ConfigError naming the path for a teacher that cannot be read or does not fit.
+  """
+  paths = tuple(part.strip() for part in spec.split(SEPARATOR) if part.strip())
+  if not paths:
+    raise errors.ConfigError(f"distill.teacher {spec!r} names no teacher; pass a .npz, a run's "
+                             "workdir or a .msgpack export, several separated by ';'.")
+  networks, params = [], []
+  for path in paths:
+    name, network, weights = _read_teacher(path)
+    if network.num_classes != num_classes:
+      raise errors.ConfigError(f"Teacher {path} ({name}) has {network.num_classes} classes, the "
+                               f"student {num_classes}; distil on the data set the teacher was "
+                               "trained or fine-tuned on.")
+    _check_fits(path, name, network, weights)
+    networks.append(dataclasses.replace(network, dtype=dtype))
+    params.append(weights)
+  shardings = tuple(sharding.param_shardings(p, mesh) for p in params)
+  return Teacher(paths, tuple(networks), tuple(params), shardings, weights_sha256(params))
+
+
+def _read_teacher(path: str) -> tuple[str, models.ResNetV2, dict]:
+  """(name for messages, network, float32 host params) of one teacher."""
+  where = epath.Path(path)
+  if where.suffix == ".npz":
+    info = interop.npz_info(where)
+    if info.num_classes is None:
+      raise errors.ConfigError(f"Teacher {path} has no head; a teacher must classify. Use a "
+                               "fine-tuned .npz (e.g. BiT-M-R50x1-ILSVRC2012.npz) or an export.")
+    return info.name, info.model(), interop.load_bit_npz(where)
+  if where.suffix == ".msgpack":
+    metadata = where.parent / f"{where.name}.json"
+    if not metadata.exists():
+      raise errors.ConfigError(f"Teacher {path} has no {metadata.name} beside it, which names "
+                               "its model; export it again with python -m big_transfer.export.")
+    facts = json.loads(metadata.read_text())
+    network = models.create(facts["model"], num_classes=facts["num_classes"])
+    restored = flax.serialization.msgpack_restore(where.read_bytes())
+    return facts["model"], network, jax.tree.map(lambda x: np.asarray(x, np.float32), restored)
+  if (where / checkpoints.SUBDIR).exists():
+    ckpts = checkpoints.Checkpoints(where, every_steps=1, read_only=True)
+    steps_saved = ckpts.all_steps()
+    if not steps_saved:
+      raise errors.ConfigError(f"Teacher workdir {path} holds no complete checkpoint yet.")
+    record = ckpts.read_record(steps_saved[-1])
+    params = ckpts.restore_params(steps_saved[-1])
+    network = models.create(record.model, num_classes=record.num_classes)
+    return record.model, network, jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  raise errors.ConfigError(f"Teacher {path} is neither a .npz, a .msgpack export nor a workdir "
+                           "with checkpoints (a SavedModel cannot be a teacher: pass the run's "
+                           "workdir or its .npz export).")
+
+
+def _check_fits(path: str, name: str, network: models.ResNetV2, params: dict) -> None:
+  """The params must be exactly those of `network`: same tree, same shapes."""
+  expected = jax.eval_shape(network.init, jax.random.key(0),
+                            jnp.zeros((1, 32, 32, 3), jnp.float32))["params"]
+  want = {jax.tree_util.keystr(p): x.shape
+          for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  got = {jax.tree_util.keystr(p): np.shape(x)
+         for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+  if want != got:
+    differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+    raise errors.ConfigError(f"Teacher {path}: its weights do not fit the model it names ({name}); "
+                             f"first differing parameter {differing[0]}: expected "
+                             f"{want.get(differing[0])}, found {got.get(differing[0])}.")
+
+
+def weights_sha256(params: list[dict] | tuple[dict, ...]) -> str:
+  """Hex SHA-256 of teachers' weights: every leaf's path, dtype, shape and bytes, in order."""
+  digest = hashlib.sha256()
+  for index, tree in enumerate(params):
+    digest.update(f"teacher {index}\n".encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      leaf = np.ascontiguousarray(leaf)
+      digest.update(f"{jax.tree_util.keystr(path)} {leaf.dtype} {leaf.shape}\n".encode())
+      digest.update(leaf.tobytes())
+  return digest.hexdigest()
+
+
+def teacher_probabilities(teachers: tuple[models.ResNetV2, ...], teacher_params: tuple,
+                          images: jax.Array, temperature: float) -> jax.Array:
+  """(B, K) float32: the mean over teachers of softmax(teacher logits / temperature).
+
+  Gradients stop here: the teachers are constants of the student's loss.
+  """
+  probs = [jax.nn.softmax(model.apply({"params": p}, images).astype(jnp.float32) / temperature)
+           for model, p in zip(teachers, teacher_params)]
+  return jax.lax.stop_gradient(sum(probs) / len(probs))
+
+
+def kl_per_example(student_logits: jax.Array, teacher_probs: jax.Array,
+                   temperature: float = 1.0) -> jax.Array:
+  """(B,) float32: KL(teacher_probs || softmax(student_logits / temperature)), in nats.
+
+  Args:
+    student_logits: (B, K) logits, any float dtype.
+    teacher_probs: (B, K) probability rows (`teacher_probabilities`).
+  """
+  log_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  # xlogy: a class the teachers give probability 0 contributes 0, not 0 * log 0 = nan.
+  return jnp.sum(jax.scipy.special.xlogy(teacher_probs, teacher_probs)
+                 - teacher_probs * log_student, axis=-1)
+
+
+def distillation_loss(student_logits: jax.Array, teacher_probs: jax.Array,
+                      temperature: float) -> jax.Array:
+  """float32 scalar: t^2 * mean over the batch of KL(teacher || student at temperature t).
+
+  The t^2 keeps the gradient's scale independent of t (Hinton et al.), as big_vision's `kl`.
+  """
+  return temperature ** 2 * jnp.mean(kl_per_example(student_logits, teacher_probs, temperature))
+
+
+def train_step(state: steps.TrainState, batch: dict, teacher_params: tuple, *,
+               student: models.ResNetV2, teachers: tuple[models.ResNetV2, ...],
+               optimizer: optax.GradientTransformation,
+               learning_rate: Callable[[jax.Array], jax.Array], temperature: float,
+               grad_accum_steps: int = 1) -> tuple[steps.TrainState, dict]:
+  """One update of the student towards the teachers on a global batch.
+
+  Args:
+    state: the student's `TrainState`.
+    batch: {"image": (B, H, W, 3) float32, ...}: both teacher and student read `image`; labels
+      are not used.
+    teacher_params: one params tree per teacher (`Teacher.place()`), left unchanged.
+    student, teachers: the networks.
+    optimizer, learning_rate, grad_accum_steps: as `steps.descent_step`; with accumulation each
+      micro-batch runs the teachers on its own images, so the teachers' activations are one
+      micro-batch's too.
+    temperature: t of the loss (`distillation_loss`).
+  Returns:
+    (new state, {"loss", "grad_norm", "learning_rate"}: float32 scalars).
+  """
+  def loss_of(params, micro):
+    targets = teacher_probabilities(teachers, teacher_params, micro["image"], temperature)
+    logits = student.apply({"params": params}, micro["image"])
+    return distillation_loss(logits, targets, temperature)
+
+  return steps.descent_step(state, batch, loss_of, optimizer=optimizer,
+                            learning_rate=learning_rate, grad_accum_steps=grad_accum_steps)
+
+
+def distance_sums(student_logits: jax.Array, teacher_probs: jax.Array, labels: jax.Array,
+                  mask: jax.Array) -> dict:
+  """Sums over the real (mask 1) examples: what `evaluate` turns into means.
+
+  Args:
+    student_logits: (B, K); teacher_probs: (B, K) at temperature 1; labels: (B, K) dense;
+    mask: (B,) 1 for a real example, 0 for padding.
+  Returns:
+    {"teacher_correct": teacher top-1 hits, "agree": examples whose student and teacher top-1
+    classes are the same, "kl": summed KL(teacher || student), "count"}: float32 scalars.
+  """
+  agree = jnp.argmax(student_logits, axis=-1) == jnp.argmax(teacher_probs, axis=-1)
+  return {"teacher_correct": jnp.sum(losses.top1_correct(teacher_probs, labels) * mask),
+          "agree": jnp.sum(agree.astype(jnp.float32) * mask),
+          "kl": jnp.sum(kl_per_example(student_logits, teacher_probs) * mask),
+          "count": jnp.sum(mask)}
+
+
+def eval_step(params, teacher_params: tuple, batch: dict, *, student: models.ResNetV2,
+              teachers: tuple[models.ResNetV2, ...], loss_name: str = "softmax_xent") -> dict:
+  """`steps.eval_step`'s sums for the student and `distance_sums` against the teachers."""
+  logits = student.apply({"params": params}, batch["image"])
+  mask = batch["mask"]
+  count = jnp.sum(mask)
+  targets = teacher_probabilities(teachers, teacher_params, batch["image"], 1.0)
+  return {"correct": jnp.sum(losses.top1_correct(logits, batch["label"]) * mask),
+          "loss": steps.loss_function(loss_name)(logits, batch["label"], mask) * count,
+          **distance_sums(logits, targets, batch["label"], mask)}
+
+
+def jit_steps(student: models.ResNetV2, teacher: Teacher, optimizer: optax.GradientTransformation,
+              learning_rate: Callable[[jax.Array], jax.Array], mesh: jax.sharding.Mesh,
+              state_shardings, temperature: float, grad_accum_steps: int,
+              loss_name: str) -> tuple[Callable, Callable]:
+  """(train, eval) jitted with the state's, the teachers' and the batch's shardings.
+
+  train: (state, batch, teacher params) -> (state, metrics); the state is donated, the
+  teachers are not. eval: (params, teacher params, batch with "mask") -> summed metrics.
+  """
+  batch = sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  train = functools.partial(train_step, student=student, teachers=teacher.models,
+                            optimizer=optimizer, learning_rate=learning_rate,
+                            temperature=temperature, grad_accum_steps=grad_accum_steps)
+  evaluate = functools.partial(eval_step, student=student, teachers=teacher.models,
+                               loss_name=loss_name)
+  return (jax.jit(train, in_shardings=(state_shardings, batch, teacher.shardings),
+                  out_shardings=(state_shardings, replicated), donate_argnums=0),
+          jax.jit(evaluate, in_shardings=(state_shardings.params, teacher.shardings, batch),
+                  out_shardings=replicated))
+
+
+def evaluate(params, teacher_params: tuple, jitted_eval: Callable, input_cfg: data.InputConfig,
+             batch_size: int, batch_sharding) -> dict:
+  """Means over the whole eval split of a distillation run's student and teachers.
+
+  Returns:
+    {"accuracy": student top-1, "loss": student's label loss, "teacher_accuracy": the teachers'
+    (ensemble's) top-1, "agreement": fraction of examples whose student and teacher top-1 agree,
+    "kl": mean KL(teacher || student) at temperature 1, "examples": examples counted}.
+  """
+  totals = None
+  for batch in data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size), batch_sharding):
+    sums = jitted_eval(params, teacher_params, batch)
+    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = max(float(totals["count"]), 1.0)
+  return {"accuracy": float(totals["correct"]) / count, "loss": float(totals["loss"]) / count,
+          "teacher_accuracy": float(totals["teacher_correct"]) / count,
+          "agreement": float(totals["agree"]) / count, "kl": float(totals["kl"]) / count,
+          "examples": int(totals["count"])}

@@ -1,0 +1,103 @@
+"""Distillation through the command line: exact resume after SIGTERM, another teacher refused."""
+
+import json
+import signal
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cli
+from big_transfer import models
+from big_transfer.models import interop
+from big_transfer.training import checkpoints
+
+TOTAL_STEPS = 8
+# The distillation recipe, shrunk: 16 px, batch 16, few steps, no few-shot probes.
+RUN = {"total_steps": TOTAL_STEPS, "warmup_steps": 2, "checkpoint_every_steps": 3,
+       "log_every_steps": 1, "batch_size": 16, "data.crop": 16, "eval_batch_size": 64}
+
+
+def _teacher(path, seed):
+  """A random R14x1 with the upstream set's 90 classes and a non-zero head, as a .npz."""
+  model = models.ResNetV2(depth=14, width=1, num_classes=90)
+  params = model.init(jax.random.key(seed), jnp.zeros((1, 16, 16, 3)))["params"]
+  params["head"]["kernel"] = jax.random.normal(jax.random.key(seed + 1),
+                                               params["head"]["kernel"].shape)
+  interop.save_bit_npz(params, path)
+  return path
+
+
+def _args(workdir, data_dir, teacher):
+  return cli.main_args(workdir, data_dir, config=f"configs/distill.py:demo,teacher={teacher}",
+                       **RUN)
+
+
+def _run(workdir, data_dir, teacher):
+  return subprocess.run(_args(workdir, data_dir, teacher), cwd=cli.REPO, text=True,
+                        capture_output=True, timeout=900, env=cli.env_with_devices(1))
+
+
+def _final_params(workdir):
+  return checkpoints.Checkpoints(workdir, every_steps=1, read_only=True).restore_params()
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+  where = tmp_path_factory.mktemp("teachers")
+  return _teacher(where / "a.npz", seed=1), _teacher(where / "b.npz", seed=5)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, synthetic_data_dir, teachers):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  result = _run(workdir, synthetic_data_dir, teachers[0])
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_a_distillation_run_reports_student_teacher_agreement_and_kl(uninterrupted):
+  summary = json.loads((uninterrupted / "summary.json").read_text())
+  assert summary["status"] == "completed" and summary["step"] == TOTAL_STEPS
+  assert summary["eval/examples"] == 900
+  for key in ("eval/accuracy", "eval/teacher_accuracy", "eval/agreement"):
+    assert 0 <= summary[key] <= 1, key
+  assert summary["eval/kl"] > 0
+  assert summary["train"]["loss"] > 0
+
+
+def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_data_dir,
+                                                            teachers, uninterrupted):
+  proc = subprocess.Popen(_args(tmp_path, synthetic_data_dir, teachers[0]), cwd=cli.REPO,
+                          text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env=cli.env_with_devices(1))
+  deadline, lines = time.time() + 600, []
+  while time.time() < deadline:
+    line = proc.stderr.readline()
+    lines.append(line)
+    if not line or "] [4] train/" in line:
+      break
+  assert "] [4] train/" in lines[-1], "".join(lines[-30:])
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err[-3000:]
+  assert "Preempted: saved the checkpoint at step" in err
+  resumed = _run(tmp_path, synthetic_data_dir, teachers[0])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resuming from the checkpoint at step" in resumed.stderr
+  want = _final_params(uninterrupted)
+  got = _final_params(tmp_path)
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def test_resuming_with_another_teacher_fails_in_one_line(tmp_path, synthetic_data_dir, teachers,
+                                                         uninterrupted):
+  before = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
+  result = _run(uninterrupted, synthetic_data_dir, teachers[1])
+  line = cli.assert_fails_in_one_line(result, "different run", "teacher_sha256: checkpoint has")
+  assert "Use a new --workdir" in line
+  assert sorted(p.name for p in (uninterrupted / "checkpoints").iterdir()) == before
