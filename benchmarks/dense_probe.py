@@ -24,6 +24,7 @@ import optax
 from big_transfer import models
 from big_transfer.data import synthetic
 from big_transfer.models import interop
+from big_transfer.training import trained
 
 TAPS = ("C2", "C3", "C4", "C5")
 
@@ -127,8 +128,7 @@ def pretrained_backbone(source: str) -> dict:
   """The params of a training run's workdir (its latest checkpoint) or of a published .npz."""
   if source.endswith(".npz"):
     return interop.load_bit_npz(source)
-  from big_transfer import export  # Reads checkpoints; only this source needs it.
-  return export.load_checkpoint(source).params
+  return trained.load_checkpoint(source).params
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

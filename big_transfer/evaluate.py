@@ -13,21 +13,18 @@ in one `error:` line with the command that prepares it.
 """
 
 import dataclasses
-import json
 import sys
 
-import flax.serialization
 import jax
 import ml_collections
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from big_transfer import atomic, command_line, data, errors, export, models, sharding
+from big_transfer import atomic, command_line, data, errors, sharding
 from big_transfer.data import config as data_config
 from big_transfer.launch import distributed
-from big_transfer.models import interop
-from big_transfer.training import checkpoints, evaluators, experiment
+from big_transfer.training import checkpoints, evaluators, experiment, trained
 
 RESULTS_JSON = "eval.json"
 RESULTS_MARKDOWN = "eval.md"
@@ -48,55 +45,17 @@ def defaults() -> ml_collections.ConfigDict:
   return config
 
 
-@dataclasses.dataclass(frozen=True)
-class Model:
-  """A model to evaluate, read from `--init`.
-
-  Attributes:
-    description: what it is, for the results ("BiT-M-R50x1 step 500 of /runs/x").
-    network: the float32 network.
-    params: its host params.
-    resolution, recipe: the evaluation view it was trained for, when known.
-  """
-  description: str
-  network: models.ResNetV2
-  params: dict
-  resolution: int
-  recipe: str
-
-
-def _metadata(path: epath.Path, format: str) -> dict | None:
-  beside = export.metadata_path(path, format)
-  return json.loads(beside.read_text()) if beside.exists() else None
-
-
-def load_model(init) -> Model:
-  """Reads a published `.npz`, a run's workdir (its latest checkpoint) or an export."""
-  path = epath.Path(init)
-  if (path / checkpoints.SUBDIR).exists():
-    trained = export.load_checkpoint(path)
-    return Model(f"{trained.record.model} step {trained.step} of {path}", trained.model(),
-                 trained.params, trained.crop, trained.recipe)
-  if path.suffix == ".npz":
-    info = interop.npz_info(path)
-    meta = _metadata(path, "npz")
-    view = ((meta["resolution"][0], meta["preprocessing"]["recipe"]) if meta
-            else (NPZ_RESOLUTION, NPZ_RECIPE))
-    return Model(f"{path.name} ({info.name}, {info.num_classes} classes)", info.model(),
-                 interop.load_bit_npz(path), *view)
-  if path.suffix == ".msgpack" and path.exists():
-    meta = _metadata(path, "params")
-    if meta is None:
-      raise errors.CheckpointError(f"{path} has no metadata {export.metadata_path(path, 'params')}"
-                                   " beside it, which names its model; evaluate the run's "
-                                   "workdir, or export it again.")
-    network = models.create(meta["model"], num_classes=meta["num_classes"])
-    params = flax.serialization.msgpack_restore(path.read_bytes())
-    return Model(f"{meta['model']} step {meta['step']} ({path.name})", network, params,
-                 meta["resolution"][0], meta["preprocessing"]["recipe"])
-  raise errors.CheckpointError(f"--init={init} is not a published .npz, a run's workdir (with "
-                               f"{checkpoints.SUBDIR}/) or a .npz/.msgpack export; a SavedModel "
-                               "export is for serving: evaluate the workdir it came from.")
+def load_model(init) -> trained.Model:
+  """Reads a published `.npz`, a run's workdir (its latest checkpoint) or an export; a bare
+  `.npz` gets BiT's upstream view at 224 px."""
+  model = trained.read(init)
+  if model is None:
+    raise errors.CheckpointError(f"--init={init} is not a published .npz, a run's workdir (with "
+                                 f"{checkpoints.SUBDIR}/) or a .npz/.msgpack export; a SavedModel "
+                                 "export is for serving: evaluate the workdir it came from.")
+  if model.resolution is None:
+    model = dataclasses.replace(model, resolution=NPZ_RESOLUTION, recipe=NPZ_RECIPE)
+  return model
 
 
 def run(init: str, names: list[str], workdir, config: ml_collections.ConfigDict) -> dict:

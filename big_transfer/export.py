@@ -14,7 +14,6 @@ written under a temporary name beside PATH and renamed into place, so a failure 
 half-written output nor destroys an existing one. See docs/export.md.
 """
 
-import dataclasses
 import functools
 import json
 import sys
@@ -22,82 +21,22 @@ import uuid
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
-import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 from etils import epath
 
 import big_transfer
 from big_transfer import command_line, errors, models
-from big_transfer.training import checkpoints
 from big_transfer.models import interop
-from big_transfer.training import run_record
+from big_transfer.training.trained import Trained, load_checkpoint, metadata_path
 from big_transfer.data import preprocess
 
 FORMATS = ("npz", "savedmodel", "params")
 # timm's names of the published variants, whose models load our npz (docs/export.md).
 TIMM_MODELS = {name: f"resnetv2_{depth}x{width}_bit"
                for name, (depth, width) in models.VARIANTS.items()}
-SAVEDMODEL_METADATA = "metadata.json"
 # The SavedModel signature that returns feature maps (`--features`).
 FEATURES_SIGNATURE = "features"
-
-
-@dataclasses.dataclass(frozen=True)
-class Trained:
-  """One checkpoint of a run: host float32 params, the run's record, and where it came from."""
-  params: dict
-  record: run_record.RunRecord
-  step: int
-  workdir: str
-
-  @property
-  def crop(self) -> int:
-    """Side of the square images the model was trained and evaluated on."""
-    return self.record.resolution
-
-  @property
-  def recipe(self) -> str:
-    """The run's data recipe, which decides its evaluation view (`preprocess.eval_view`)."""
-    return self.record.recipe
-
-  def model(self) -> models.ResNetV2:
-    """The network in float32, whatever `model_dtype` it was trained with."""
-    return models.create(self.record.model, num_classes=self.record.num_classes)
-
-
-def load_checkpoint(workdir, step: int | None = None) -> Trained:
-  """Reads a run's checkpoint (the latest complete one by default) and its record."""
-  ckpts = checkpoints.Checkpoints(workdir, every_steps=1, read_only=True)
-  available = ckpts.all_steps()
-  if not available:
-    raise errors.CheckpointError(f"No checkpoint in {ckpts.directory}: pass the --workdir of a "
-                                 "training run (python -m big_transfer.main ... --workdir=DIR).")
-  if step is None:
-    step = available[-1]
-  elif step not in available:
-    raise errors.CheckpointError(f"No checkpoint at step {step} in {ckpts.directory}; available "
-                                 f"steps: {', '.join(map(str, available))}.")
-  record = ckpts.read_record(step)
-  params = ckpts.restore_params(step)
-  trained = Trained(jax.tree.map(lambda x: np.asarray(x, np.float32), params), record, step,
-                    str(workdir))
-  _check_params_fit(trained)
-  return trained
-
-
-def _check_params_fit(trained: Trained) -> None:
-  """The checkpoint's params must be those of the model its record names."""
-  expected = jax.eval_shape(trained.model().init, jax.random.key(0),
-                            jnp.zeros((1, trained.crop, trained.crop, 3)))["params"]
-  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
-                         for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-  if shapes(expected) != shapes(trained.params):
-    raise errors.CheckpointError(f"The params of checkpoint step {trained.step} in "
-                                 f"{trained.workdir} do not fit the model its record names "
-                                 f"({trained.record.model} with "
-                                 f"{trained.record.num_classes} classes).")
 
 
 def metadata(trained: Trained, format: str, features: tuple[str, ...] = (),
@@ -147,14 +86,6 @@ def metadata(trained: Trained, format: str, features: tuple[str, ...] = (),
         "maps": [{"name": name, "stride": maps[name].stride, "channels": maps[name].channels,
                   "dtype": "float32", "layout": "NHWC"} for name in features]}
   return info
-
-
-def metadata_path(output, format: str) -> epath.Path:
-  """Where the metadata of an export goes: `PATH.json`, or `PATH/metadata.json` for a SavedModel."""
-  output = epath.Path(output)
-  if format == "savedmodel":
-    return output / SAVEDMODEL_METADATA
-  return output.parent / f"{output.name}.json"
 
 
 def serving_module(trained: Trained, features: tuple[str, ...] = (), output_stride: int = 32):

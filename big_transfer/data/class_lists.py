@@ -18,12 +18,16 @@ IMAGENET_CLASSES = 1000
 IMAGENET21K_CLASSES = 21_843
 
 
-@functools.cache
-def _lines(name: str) -> tuple[str, ...]:
-  """The entries of a shipped list: its lines, less the '#' header and blank lines."""
-  text = (importlib.resources.files("big_transfer.data") / "labels" / name).read_text()
+def entries(text: str) -> tuple[str, ...]:
+  """The entries of a class list: one per line, less blank lines and '#' lines (the header)."""
   return tuple(line.strip() for line in text.splitlines()
                if line.strip() and not line.startswith("#"))
+
+
+@functools.cache
+def _lines(name: str) -> tuple[str, ...]:
+  """The entries of a shipped list."""
+  return entries((importlib.resources.files("big_transfer.data") / "labels" / name).read_text())
 
 
 def imagenet_synsets() -> tuple[str, ...]:

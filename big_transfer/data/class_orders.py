@@ -17,12 +17,6 @@ SORTED = "sorted"
 IMAGENET21K = "imagenet21k"
 
 
-def read_list(text: str) -> tuple[str, ...]:
-  """The entries of a user's class list file: one per line, less blank lines and '#' lines."""
-  return tuple(line.strip() for line in text.splitlines()
-               if line.strip() and not line.startswith("#"))
-
-
 def label_order(present: list[str], classes: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
   """The class names in label order, and those of them the source lacks.
 
@@ -41,7 +35,7 @@ def label_order(present: list[str], classes: str) -> tuple[tuple[str, ...], tupl
     if not path.is_file():
       raise errors.ConfigError(f"--classes={classes!r} is neither {SORTED!r}, {IMAGENET21K!r} nor "
                                "a text file with one class name per line.")
-    order = read_list(path.read_text())
+    order = class_lists.entries(path.read_text())
     if len(set(order)) != len(order):
       raise errors.DataError(f"Class list {classes} names some classes twice; each must appear "
                              "once.")

@@ -21,19 +21,15 @@ same rules as the student (`sharding.param_shardings`: FSDP for large teachers).
 import dataclasses
 import functools
 import hashlib
-import json
 from collections.abc import Callable
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from etils import epath
 
-from big_transfer import data, errors, models, sharding
-from big_transfer.models import interop
-from big_transfer.training import checkpoints, losses, steps
+from big_transfer import errors, models, sharding
+from big_transfer.training import checkpoints, losses, steps, trained
 
 # Separates the teachers of `config.distill.teacher`.
 SEPARATOR = ";"
@@ -93,7 +89,6 @@ def load_teacher(spec: str, num_classes: int, dtype, mesh: jax.sharding.Mesh) ->
       raise errors.ConfigError(f"Teacher {path} ({name}) has {network.num_classes} classes, the "
                                f"student {num_classes}; distil on the data set the teacher was "
                                "trained or fine-tuned on.")
-    _check_fits(path, name, network, weights)
     networks.append(dataclasses.replace(network, dtype=dtype))
     params.append(weights)
   shardings = tuple(sharding.param_shardings(p, mesh) for p in params)
@@ -102,49 +97,15 @@ def load_teacher(spec: str, num_classes: int, dtype, mesh: jax.sharding.Mesh) ->
 
 def _read_teacher(path: str) -> tuple[str, models.ResNetV2, dict]:
   """(name for messages, network, float32 host params) of one teacher."""
-  where = epath.Path(path)
-  if where.suffix == ".npz":
-    info = interop.npz_info(where)
-    if info.num_classes is None:
-      raise errors.ConfigError(f"Teacher {path} has no head; a teacher must classify. Use a "
-                               "fine-tuned .npz (e.g. BiT-M-R50x1-ILSVRC2012.npz) or an export.")
-    return info.name, info.model(), interop.load_bit_npz(where)
-  if where.suffix == ".msgpack":
-    metadata = where.parent / f"{where.name}.json"
-    if not metadata.exists():
-      raise errors.ConfigError(f"Teacher {path} has no {metadata.name} beside it, which names "
-                               "its model; export it again with python -m big_transfer.export.")
-    facts = json.loads(metadata.read_text())
-    network = models.create(facts["model"], num_classes=facts["num_classes"])
-    restored = flax.serialization.msgpack_restore(where.read_bytes())
-    return facts["model"], network, jax.tree.map(lambda x: np.asarray(x, np.float32), restored)
-  if (where / checkpoints.SUBDIR).exists():
-    ckpts = checkpoints.Checkpoints(where, every_steps=1, read_only=True)
-    steps_saved = ckpts.all_steps()
-    if not steps_saved:
-      raise errors.ConfigError(f"Teacher workdir {path} holds no complete checkpoint yet.")
-    record = ckpts.read_record(steps_saved[-1])
-    params = ckpts.restore_params(steps_saved[-1])
-    network = models.create(record.model, num_classes=record.num_classes)
-    return record.model, network, jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  raise errors.ConfigError(f"Teacher {path} is neither a .npz, a .msgpack export nor a workdir "
-                           "with checkpoints (a SavedModel cannot be a teacher: pass the run's "
-                           "workdir or its .npz export).")
-
-
-def _check_fits(path: str, name: str, network: models.ResNetV2, params: dict) -> None:
-  """The params must be exactly those of `network`: same tree, same shapes."""
-  expected = jax.eval_shape(network.init, jax.random.key(0),
-                            jnp.zeros((1, 32, 32, 3), jnp.float32))["params"]
-  want = {jax.tree_util.keystr(p): x.shape
-          for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
-  got = {jax.tree_util.keystr(p): np.shape(x)
-         for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
-  if want != got:
-    differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
-    raise errors.ConfigError(f"Teacher {path}: its weights do not fit the model it names ({name}); "
-                             f"first differing parameter {differing[0]}: expected "
-                             f"{want.get(differing[0])}, found {got.get(differing[0])}.")
+  model = trained.read(path)
+  if model is None:
+    raise errors.ConfigError(f"Teacher {path} is neither a .npz, a .msgpack export nor a workdir "
+                             "with checkpoints (a SavedModel cannot be a teacher: pass the run's "
+                             "workdir or its .npz export).")
+  if model.network.num_classes is None:
+    raise errors.ConfigError(f"Teacher {path} has no head; a teacher must classify. Use a "
+                             "fine-tuned .npz (e.g. BiT-M-R50x1-ILSVRC2012.npz) or an export.")
+  return model.name, model.network, model.params
 
 
 def weights_sha256(params: list[dict] | tuple[dict, ...]) -> str:
@@ -272,24 +233,3 @@ def jit_steps(student: models.ResNetV2, teacher: Teacher, optimizer: optax.Gradi
                   out_shardings=(state_shardings, replicated), donate_argnums=0),
           jax.jit(evaluate, in_shardings=(state_shardings.params, teacher.shardings, batch),
                   out_shardings=replicated))
-
-
-def evaluate(params, teacher_params: tuple, jitted_eval: Callable, input_cfg: data.InputConfig,
-             batch_size: int, batch_sharding) -> dict:
-  """Means over the whole eval split of a distillation run's student and teachers.
-
-  Returns:
-    {"accuracy": student top-1, "loss": student's label loss, "teacher_accuracy": the teachers'
-    (ensemble's) top-1, "agreement": fraction of examples whose student and teacher top-1 agree,
-    "kl": mean KL(teacher || student) at temperature 1, "examples": examples counted}.
-  """
-  totals = None
-  for batch in data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size), batch_sharding):
-    sums = jitted_eval(params, teacher_params, batch)
-    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = max(float(totals["count"]), 1.0)
-  return {"accuracy": float(totals["correct"]) / count, "loss": float(totals["loss"]) / count,
-          "teacher_accuracy": float(totals["teacher_correct"]) / count,
-          "agreement": float(totals["agree"]) / count, "kl": float(totals["kl"]) / count,
-          "examples": int(totals["count"])}

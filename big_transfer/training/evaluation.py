@@ -19,21 +19,28 @@ from big_transfer.training import fewshot
 from big_transfer.data import sampling
 
 
+# The eval steps' summed hits, by the name of the mean they give; other sums keep their name.
+_MEANS = {"correct": "accuracy", "teacher_correct": "teacher_accuracy", "agree": "agreement"}
+
+
 def top1(params, jitted: experiment.JittedSteps, input_cfg: data.InputConfig, batch_size: int,
-         batch_sharding) -> dict:
-  """Top-1 accuracy and mean loss over the whole eval split: {"accuracy", "loss", "examples"}.
+         batch_sharding, *frozen) -> dict:
+  """Means over the whole eval split of what the eval step sums: {"accuracy", "loss",
+  "examples"}, and for a distillation run (`frozen`: the teachers' params) also
+  "teacher_accuracy", "agreement" and "kl" (`distill.distance_sums`).
 
   A prediction is correct when it is one of the example's true labels (multi-hot targets count
   any of their classes).
   """
   totals = None
   for batch in data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size), batch_sharding):
-    sums = jitted.eval(params, batch)
+    sums = jitted.eval(params, *frozen, batch)
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   totals = jax.device_get(totals)
   count = max(float(totals["count"]), 1.0)
-  return {"accuracy": float(totals["correct"]) / count, "loss": float(totals["loss"]) / count,
-          "examples": int(totals["count"])}
+  means = {_MEANS.get(key, key): float(value) / count for key, value in totals.items()
+           if key != "count"}
+  return {**means, "examples": int(totals["count"])}
 
 
 def _features(params, jitted, input_cfg, split, batch_size, batch_sharding):

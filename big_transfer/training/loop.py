@@ -19,7 +19,6 @@ from big_transfer import atomic, data, errors
 
 from big_transfer.training import checkpoints
 
-from big_transfer.training import distill
 
 from big_transfer.training import evaluation
 from big_transfer.training import evaluators
@@ -194,11 +193,8 @@ def _check_finite(state) -> None:
 def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, params,
               frozen: tuple) -> dict:
   eval_cfg = dataclasses.replace(exp.input_cfg, mixup_alpha=0.0)
-  if exp.teacher is None:
-    top1 = evaluation.top1(params, exp.steps, eval_cfg, config.eval_batch_size, exp.batch_sharding)
-  else:
-    top1 = distill.evaluate(params, *frozen, exp.steps.eval, eval_cfg, config.eval_batch_size,
-                            exp.batch_sharding)
+  top1 = evaluation.top1(params, exp.steps, eval_cfg, config.eval_batch_size, exp.batch_sharding,
+                         *frozen)
   results = {f"eval/{key}": value for key, value in top1.items()}
   if fewshot_cfgs and config.fewshot.shots:
     probes = evaluation.fewshot_probes(params, exp.steps, fewshot_cfgs, tuple(config.fewshot.shots),

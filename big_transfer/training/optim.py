@@ -131,24 +131,24 @@ def make_optimizer(momentum: float = MOMENTUM, weight_decay: float = 0.0,
   """
   if momentum < 0 or momentum >= 1:
     raise errors.ConfigError(f"momentum must be in [0, 1), got {momentum}.")
+  _check_decay_and_clip(weight_decay, grad_clip_norm)
+  return _chain(_sgd_parts(momentum, weight_decay, grad_clip_norm))
+
+
+def _check_decay_and_clip(weight_decay: float, grad_clip_norm: float | None) -> None:
   if weight_decay < 0:
     raise errors.ConfigError(f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it "
                              "off.")
   if grad_clip_norm is not None and grad_clip_norm <= 0:
     raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to "
                              "turn clipping off.")
-  return optax.chain(*(transform for _, transform in _parts(momentum, weight_decay,
-                                                               grad_clip_norm)))
 
 
-def state_layout(momentum: float = MOMENTUM, weight_decay: float = 0.0,
-                 grad_clip_norm: float | None = None) -> str:
-  """The transformations of `make_optimizer(...)` in order, e.g. "add_decayed_weights -> trace":
-  what decides the structure of its state, which a checkpoint must share to be resumed."""
-  return " -> ".join(name for name, _ in _parts(momentum, weight_decay, grad_clip_norm))
+def _chain(parts) -> optax.GradientTransformation:
+  return optax.chain(*(transform for _, transform in parts))
 
 
-def _parts(momentum, weight_decay, grad_clip_norm):
+def _sgd_parts(momentum, weight_decay, grad_clip_norm):
   """(name, transformation) of each stage of the optimizer, in the order they apply."""
   parts = []
   if grad_clip_norm is not None:
@@ -176,14 +176,8 @@ def make_adam(weight_decay: float, peak_lr: float,
     peak_lr: the schedule's peak rate, which the step multiplies back in.
     grad_clip_norm: if set, gradients are first rescaled to at most this global L2 norm.
   """
-  if weight_decay < 0:
-    raise errors.ConfigError(f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it "
-                             "off.")
-  if grad_clip_norm is not None and grad_clip_norm <= 0:
-    raise errors.ConfigError(f"grad_clip_norm must be positive, got {grad_clip_norm}; use None to "
-                             "turn clipping off.")
-  return optax.chain(*(transform for _, transform in _adam_parts(weight_decay, peak_lr,
-                                                                    grad_clip_norm)))
+  _check_decay_and_clip(weight_decay, grad_clip_norm)
+  return _chain(_adam_parts(weight_decay, peak_lr, grad_clip_norm))
 
 
 def _adam_parts(weight_decay, peak_lr, grad_clip_norm):
@@ -213,9 +207,10 @@ def optimizer_from_config(config: ml_collections.ConfigDict) -> optax.GradientTr
 
 
 def layout_from_config(config: ml_collections.ConfigDict) -> str:
-  """`state_layout` of the optimizer a run config names, e.g. "scale_by_adam"."""
+  """The stages of the optimizer a run config names in order, e.g. "add_decayed_weights -> trace":
+  what decides the structure of its state, which a checkpoint must share to be resumed."""
   _check_optimizer(config)
-  if config.optimizer == "adam":
-    return " -> ".join(name for name, _ in _adam_parts(config.weight_decay, float(config.lr),
-                                                        config.grad_clip_norm))
-  return state_layout(config.momentum, config.weight_decay, config.grad_clip_norm)
+  parts = (_adam_parts(config.weight_decay, float(config.lr), config.grad_clip_norm)
+           if config.optimizer == "adam" else
+           _sgd_parts(config.momentum, config.weight_decay, config.grad_clip_norm))
+  return " -> ".join(name for name, _ in parts)

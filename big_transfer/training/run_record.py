@@ -44,7 +44,7 @@ class RunRecord:
     recipe: the input recipe, "upstream" or "finetune"; it decides the eval preprocessing.
     config: the whole run config, JSON-ready.
     state_dtypes: the dtypes of the train state's parameters, e.g. "float32".
-    optimizer: the optimizer's stages (`optim.state_layout`), e.g. "add_decayed_weights -> trace".
+    optimizer: the optimizer's stages (`optim.layout_from_config`), e.g. "add_decayed_weights -> trace".
     teacher: a distillation run's teacher paths as given, or None for a run on labels.
     teacher_sha256: hash of the teachers' weights (`distill.weights_sha256`); "" for a run on
       labels, so that resuming it with a teacher (or the reverse) is refused. Resuming compares
