@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import cli
-from big_transfer import data, errors, export, models
+from big_transfer import atomic, data, errors, export, models
 from big_transfer.training import checkpoints
 from big_transfer.recipes import schema as config_lib
 from big_transfer.models import interop
@@ -107,6 +107,21 @@ def test_npz_round_trip_is_bit_exact(run, tmp_path):
   _assert_trees_equal(interop.load_bit_npz(tmp_path / "model.npz"), saved[STEPS[-1]])
   info = interop.npz_info(tmp_path / "model.npz")
   assert (info.name, info.num_classes) == ("R14x1", len(CLASS_NAMES))
+
+
+def test_an_npz_export_is_staged_under_one_temporary_name(run, tmp_path, monkeypatch):
+  staged = []
+
+  def recording(path):
+    staged.append(atomic_temporary_path(path))
+    return staged[-1]
+
+  atomic_temporary_path = atomic.temporary_path
+  monkeypatch.setattr(atomic, "temporary_path", recording)
+  export.export(run[0], tmp_path / "model.npz", "npz")
+  assert [str(p.parent) for p in staged] == [str(tmp_path)]
+  assert re.fullmatch(r"\.model\.npz\.tmp-[0-9a-f]{8}", staged[0].name), staged
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "model.npz.json"]
 
 
 def test_step_selects_an_older_checkpoint(run, tmp_path):
