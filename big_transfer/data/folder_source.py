@@ -166,8 +166,9 @@ class FolderSource:
       only = self.class_names[0]
       raise errors.DataError(
           f"Image folder {train_folder} has one class folder, {only!r}: a classifier needs at "
-          f"least {config_lib.MIN_CLASSES} classes. Point folder: at the folder whose sub-folders "
-          f"are the classes (folder:{train_folder / only} if the classes are inside {only!r}).")
+          f"least {config_lib.MIN_CLASSES} classes, each in a sub-folder named after it. Point "
+          f"folder: at the folder whose sub-folders are the classes "
+          f"(folder:{train_folder / only} if the classes are inside {only!r}).")
 
   def _folder(self, name: str) -> epath.Path:
     if name not in self._folders:

@@ -151,15 +151,24 @@ def _write_pngs(folder, count: int) -> None:
     (folder / f"{i}.png").write_bytes(tf.io.encode_png(np.full((8, 8, 3), 40 * i, np.uint8)).numpy())
 
 
-def test_an_image_folder_with_one_class_is_refused_naming_it(tmp_path, synthetic_data_dir):
-  # folder: pointed at the folder above the class folders: its one sub-folder looks like a class.
-  _write_pngs(tmp_path / "images" / "flowers" / "daisy", 3)
-  _write_pngs(tmp_path / "images" / "flowers" / "rose", 3)
+@pytest.mark.parametrize("layout", [
+    "images/*.png",         # The images in one sub-folder (labels in the file names): trained to
+                            # loss 0 and accuracy 1 before.
+    "flowers/daisy/*.png",  # folder: one level above the class folders.
+])
+def test_an_image_folder_with_one_class_is_refused_naming_it(tmp_path, synthetic_data_dir, layout):
+  only = layout.split("/")[0]
+  if layout.count("/") == 1:
+    _write_pngs(tmp_path / "data" / only, 6)
+  else:
+    _write_pngs(tmp_path / "data" / only / "daisy", 3)
+    _write_pngs(tmp_path / "data" / only / "rose", 3)
   result = cli.run_main(tmp_path / "run", synthetic_data_dir,
-                        dataset=f"folder:{tmp_path / 'images'}")
+                        dataset=f"folder:{tmp_path / 'data'}", **{"fewshot.shots": "()"})
   cli.assert_fails_in_one_line(
-      result, f"Image folder {tmp_path / 'images'} has one class folder, 'flowers': a classifier "
-              "needs at least 2 classes.", f"(folder:{tmp_path / 'images' / 'flowers'} if")
+      result, f"Image folder {tmp_path / 'data'} has one class folder, {only!r}: a classifier "
+              "needs at least 2 classes, each in a sub-folder named after it.",
+      f"(folder:{tmp_path / 'data' / only} if the classes are inside {only!r})")
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
