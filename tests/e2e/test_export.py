@@ -182,14 +182,15 @@ def _jax_logits(params, inputs: np.ndarray) -> np.ndarray:
 def _eval_pipeline_inputs(images: np.ndarray, recipe: str, folder) -> np.ndarray:
   """What `data.eval_batches` feeds the model for uint8 images (n, H, W, 3) of the given recipe:
   float32 (n, CROP, CROP, 3)."""
-  for i, image in enumerate(images):
-    path = folder / "images" / "only_class" / f"{i:02d}.png"
+  # A second class (a data set needs two) whose one image sorts after the images of the first.
+  for i, image in enumerate([*images, images[0]]):
+    path = folder / "images" / ("a" if i < len(images) else "b") / f"{i:02d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(tf.io.encode_png(image).numpy())
   cfg = data.InputConfig(dataset=f"folder:{folder / 'images'}", eval_split="train", recipe=recipe,
                          crop=CROP)
-  (batch,) = data.eval_batches(cfg, len(images), process_index=0, process_count=1)
-  return batch["image"]
+  (batch,) = data.eval_batches(cfg, len(images) + 1, process_index=0, process_count=1)
+  return batch["image"][:len(images)]
 
 
 def _assert_savedmodel_matches_jax_on_the_eval_pipeline(serve, params, recipe, images, folder):
