@@ -2,8 +2,8 @@
 
 The content goes to a temporary name beside the target, which is then renamed over it: on a
 local file system the rename is atomic; on gs:// an object appears only once complete. Paths go
-through etils.epath, so both work the same way; `check_scheme` refuses, before anything is
-written, a path whose file system TensorFlow's (what epath uses for `SCHEME://` paths) lacks.
+through etils.epath, so both work the same way. `check_scheme` refuses, before anything is
+written, a `SCHEME://` path that TensorFlow's file systems (which epath uses for such paths) lack.
 """
 
 import json
