@@ -28,9 +28,9 @@ PREEMPTED = 143
 
 
 def run(main: Callable[[list[str]], int | None]) -> NoReturn:
-  """Runs `main(argv)` as the program: absl parses the flags (`parse_flags`), positional
+  """Runs `main(argv)` as the program: absl parses the flags (`_parse_flags`), positional
   arguments are refused, and the process exits with `exit_code(main, argv)`."""
-  app.run(lambda argv: sys.exit(exit_code(main, argv)), flags_parser=parse_flags)
+  app.run(lambda argv: sys.exit(exit_code(main, argv)), flags_parser=_parse_flags)
 
 
 def exit_code(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
@@ -77,7 +77,7 @@ def check_python_file(path: str, flag: str) -> None:
                              "fix the file.") from None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (`run` uses it), with a bad or unknown flag, a missing or unparsable
   recipe file, a bad --config value or recipe argument reported in one `error:` line (exit
   USER_ERROR)."""
