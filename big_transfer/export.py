@@ -16,13 +16,12 @@ half-written output nor destroys an existing one. See docs/export.md.
 
 import functools
 import json
-import sys
 import uuid
 
 import flax.serialization
 import jax
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 from etils import epath
 
 import big_transfer
@@ -274,21 +273,17 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["workdir", "output"])
 
 
-def main(argv):
-  command_line.refuse_positional_arguments(argv)
+def main(argv) -> None:
+  del argv  # Flags only.
   # orbax and TF log every step of a restore and a save; this program reports in one line.
   logging.set_verbosity(logging.ERROR)
   args = flags.FLAGS
-  try:
-    info = export(args.workdir, args.output, args.format, args.step, args.overwrite,
-                  tuple(args.features), args.output_stride)
-  except errors.UserError as e:  # Anything else keeps its traceback.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  info = export(args.workdir, args.output, args.format, args.step, args.overwrite,
+                tuple(args.features), args.output_stride)
   print(f"Exported {info['model']} step {info['step']} ({info['num_classes']} classes, "
         f"{info['resolution'][0]} px) as {info['format']} to {args.output}")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  command_line.run(main)
