@@ -44,8 +44,9 @@ def _copy(workdir, tmp_path):
     ({"model": "BiT-S-R14x2"}, "model: checkpoint has 'BiT-S-R14x1', config has 'BiT-S-R14x2'"),
     ({"grad_clip_norm": 1.0}, "optimizer: checkpoint has 'add_decayed_weights -> trace', config "
                               "has 'clip_by_global_norm -> add_decayed_weights -> trace'"),
+    ({"seed": 7}, "seed: checkpoint has 0, config has 7"),
 ])
-def test_a_resume_of_another_structure_is_refused_and_leaves_every_checkpoint(
+def test_a_resume_of_another_run_is_refused_and_leaves_every_checkpoint(
     finished_smoke, tmp_path, synthetic_data_dir, override, field):
   workdir = _copy(finished_smoke, tmp_path)
   before = _listing(workdir / "checkpoints")
@@ -54,6 +55,14 @@ def test_a_resume_of_another_structure_is_refused_and_leaves_every_checkpoint(
                                field, "Use a new --workdir")
   assert "damaged" not in refused.stderr
   assert _listing(workdir / "checkpoints") == before
+
+
+def test_the_original_command_resumes_after_a_refused_resume(finished_smoke, tmp_path,
+                                                              synthetic_data_dir):
+  workdir = _copy(finished_smoke, tmp_path)
+  refused = cli.run_main(workdir, synthetic_data_dir, **{"fewshot.shots": "()"},
+                         model="BiT-S-R26x1")
+  assert refused.returncode == 1, refused.stderr[-3000:]
   resumed = cli.run_main(workdir, synthetic_data_dir, **{"fewshot.shots": "()"})
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resuming from the checkpoint at step 6" in resumed.stderr
@@ -93,7 +102,10 @@ def test_a_damaged_latest_checkpoint_is_one_warning_line(finished_smoke, tmp_pat
   assert len(warnings) == 1, warnings
   assert f"Checkpoint {workdir}/checkpoints/6 is damaged or incomplete" in warnings[0]
   assert "Resuming from the checkpoint at step 3" in resumed.stderr
-  assert [p.name for p in (workdir / "checkpoints").glob("6.damaged-*")]
+  assert len(list((workdir / "checkpoints").glob("6.damaged-*"))) == 1
+  # The resumed run trains steps 4-6 again and saves a readable step 6.
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) \
+      == [3, 6]
 
 
 @pytest.mark.parametrize("override, message", [

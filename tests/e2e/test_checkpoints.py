@@ -1,4 +1,5 @@
-"""Fault tolerance through the command line: preemption, kills, damaged checkpoints, init."""
+"""Fault tolerance through the command line: preemption, Ctrl-C, kills, init. (A damaged checkpoint
+and a resume of another run: test_bad_input.py, on its shared finished run.)"""
 
 import signal
 import subprocess
@@ -61,36 +62,24 @@ def _wait_for_step(proc, step, timeout=300):
   raise AssertionError(f"step {step} never reported:\n{''.join(lines[-30:])}")
 
 
-@pytest.mark.parametrize("after_step", [2, 7])
-def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_data_dir,
-                                                            uninterrupted, after_step):
+@pytest.mark.parametrize("sent, after_step, line", [
+    (signal.SIGTERM, 7, "Preempted: saved the checkpoint at step {step}"),
+    # Ctrl-C stops like a preemption.
+    (signal.SIGINT, 2, "Interrupted (Ctrl-C): saved the checkpoint at step {step}; rerun the "
+                       "same command to resume."),
+], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_data_dir,
+                                                             uninterrupted, sent, after_step,
+                                                             line):
   proc = _start(tmp_path, synthetic_data_dir)
   _wait_for_step(proc, after_step)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 143, err[-3000:]
-  preempted_at = _saved_steps(tmp_path)[-1]
-  assert after_step <= preempted_at < TOTAL_STEPS
-  assert f"Preempted: saved the checkpoint at step {preempted_at}" in err
-  resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f"Resuming from the checkpoint at step {preempted_at}" in resumed.stderr
-  _assert_same_params(_final_params(tmp_path), uninterrupted)
-
-
-def test_ctrl_c_saves_like_sigterm_and_the_same_command_resumes_exactly(tmp_path,
-                                                                      synthetic_data_dir,
-                                                                      uninterrupted):
-  proc = _start(tmp_path, synthetic_data_dir)
-  _wait_for_step(proc, 2)
-  proc.send_signal(signal.SIGINT)
+  proc.send_signal(sent)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 143, err[-3000:]
   assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
   stopped_at = _saved_steps(tmp_path)[-1]
-  assert 2 <= stopped_at < TOTAL_STEPS
-  assert (f"Interrupted (Ctrl-C): saved the checkpoint at step {stopped_at}; rerun the same "
-          "command to resume.") in err
+  assert after_step <= stopped_at < TOTAL_STEPS
+  assert line.format(step=stopped_at) in err
   resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resuming from the checkpoint at step {stopped_at}" in resumed.stderr
@@ -107,31 +96,6 @@ def test_sigkill_loses_only_steps_since_the_last_checkpoint(tmp_path, synthetic_
   resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   _assert_same_params(_final_params(tmp_path), uninterrupted)
-
-
-def test_damaged_latest_checkpoint_is_skipped_with_a_warning(tmp_path, synthetic_data_dir):
-  first = cli.run_main(tmp_path, synthetic_data_dir, **dict(RUN, total_steps=6))
-  assert first.returncode == 0, first.stderr[-3000:]
-  assert _saved_steps(tmp_path) == [3, 6]
-  for f in (tmp_path / "checkpoints" / "6" / "state").rglob("*"):
-    if f.is_file() and f.stat().st_size > 0:
-      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-  resumed = cli.run_main(tmp_path, synthetic_data_dir, **dict(RUN, total_steps=6))
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f"Checkpoint {tmp_path}/checkpoints/6 is damaged" in resumed.stderr
-  assert "Resuming from the checkpoint at step 3" in resumed.stderr
-  assert len(list((tmp_path / "checkpoints").glob("6.damaged-*"))) == 1
-  assert _saved_steps(tmp_path) == [3, 6]
-
-
-def test_resuming_a_workdir_of_another_run_names_the_differences(tmp_path, synthetic_data_dir):
-  first = cli.run_main(tmp_path, synthetic_data_dir, **dict(RUN, total_steps=3))
-  assert first.returncode == 0, first.stderr[-3000:]
-  other = cli.run_main(tmp_path, synthetic_data_dir, seed=7, **dict(RUN, total_steps=3))
-  assert other.returncode == 1
-  assert "error: The workdir holds checkpoints of a different run (seed: checkpoint has 0, " \
-         "config has 7)" in other.stderr
-  assert _saved_steps(tmp_path) == [3]
 
 
 def test_fine_tuning_from_a_checkpoint_whose_head_fits_starts_from_a_zero_head(

@@ -50,7 +50,10 @@ def test_the_summary_holds_sane_evaluation_and_few_shot_values(demo_run):
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "completed" and summary["step"] == 6
   assert summary["eval/examples"] == 900
-  assert 0.0 <= summary["eval/accuracy"] <= 1.0
+  # A count of right answers over the 900 test images: neither a mean of batch means (the last
+  # batch is padded) nor a fraction of a padded total.
+  right = summary["eval/accuracy"] * 900
+  assert right == pytest.approx(round(right), abs=1e-3) and 0 <= round(right) <= 900
   assert 0.0 < summary["eval/loss"] < 3 * np.log(90)  # Finite, and not wildly off chance.
   for k in (1, 5):  # The smoke demo's shots, 2 seeded draws each, on 10 downstream classes.
     draws = [summary[f"fewshot/bit_synthetic/downstream/{k}shot/seed{s}"] for s in (0, 1)]
