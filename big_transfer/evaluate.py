@@ -150,7 +150,8 @@ def main(argv):
   distributed.initialize()
   args = flags.FLAGS
   try:
-    summary = run(args.init, args.evals, args.workdir, args.config)
+    with distributed.peers_watched():
+      summary = run(args.init, args.evals, args.workdir, args.config)
   except errors.UserError as e:  # Anything else keeps its traceback.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -79,8 +79,15 @@ def _define_flags() -> None:
 def main(argv):
   command_line.refuse_positional_arguments(argv)
   _quiet_console()
-  distributed.initialize()
-  sys.exit(run(flags.FLAGS.config, flags.FLAGS.workdir))
+  config = flags.FLAGS.config
+  try:
+    distributed.initialize(config.peer_timeout_s)
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  with distributed.peers_watched():
+    code = run(config, flags.FLAGS.workdir)
+  sys.exit(code)
 
 
 if __name__ == "__main__":
