@@ -186,12 +186,16 @@ def _one_line(error: Exception) -> str:
 
 @contextlib.contextmanager
 def _abandoned_reads_dropped():
-  """Drops Python's "Exception ignored in: <coroutine ...>" reports of a failed restore.
+  """Drops Python's "Exception ignored in: <coroutine ...>" reports of a failed restore (and
+  asyncio's reports of its failed read tasks, through `_AbandonedReadReports`).
 
   orbax reads the arrays in concurrent coroutines; when one read fails (a damaged file) the
   others are abandoned, and each prints a traceback when it is collected. The failure itself is
   reported once, by the caller. The abandoned reads are collected before the hook is put back.
   """
+  asyncio_log = logging.getLogger("asyncio")
+  if not any(isinstance(f, _AbandonedReadReports) for f in asyncio_log.filters):
+    asyncio_log.addFilter(_AbandonedReadReports())
   previous = sys.unraisablehook
 
   def hook(unraisable):
@@ -204,6 +208,18 @@ def _abandoned_reads_dropped():
   finally:
     gc.collect()
     sys.unraisablehook = previous
+
+
+class _AbandonedReadReports(logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" report of an abandoned array read.
+
+  The reads run on orbax's own event loop, whose tasks may be collected long after the restore
+  failed; so this filter stays on the "asyncio" logger, and drops only array-read tasks."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = str(record.msg)
+    return not (message.startswith("Task exception was never retrieved")
+                and "deserialize" in message)
 
 
 def _check_layout(saved, abstract_state) -> None:

@@ -81,8 +81,12 @@ def test_a_damaged_latest_checkpoint_is_one_warning_line(finished_smoke, tmp_pat
       f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
   resumed = cli.run_main(workdir, synthetic_data_dir, **{"fewshot.shots": "()"})
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "Exception ignored" not in resumed.stderr, resumed.stderr[-3000:]
-  warnings = [line for line in resumed.stderr.splitlines() if "damaged" in line]
+  # Not "Traceback": tensorstore's own threads may still print one "Event loop is closed" when a
+  # read abandoned with the closed restore finishes (orbax closes its loop; a known race).
+  for noise in ("Exception ignored", "Task exception was never retrieved"):
+    assert noise not in resumed.stderr, resumed.stderr[-3000:]
+  # Not "damaged": the test's own tmp_path holds the word.
+  warnings = [line for line in resumed.stderr.splitlines() if "is damaged or incomplete" in line]
   assert len(warnings) == 1, warnings
   assert f"Checkpoint {workdir}/checkpoints/6 is damaged or incomplete" in warnings[0]
   assert "Resuming from the checkpoint at step 3" in resumed.stderr
