@@ -80,10 +80,11 @@ def measure(args: argparse.Namespace) -> dict:
   import jax  # noqa: PLC0415
 
   from benchmarks import residuals, train_step  # noqa: PLC0415
-  from big_transfer import preflight  # noqa: PLC0415
+  from big_transfer.launch import fit, topology_compile  # noqa: PLC0415
+  from big_transfer.launch import preflight as launch_preflight  # noqa: PLC0415
 
   if args.topology:
-    devices = preflight.compile_devices(tpu_types.parse_slice(args.topology))
+    devices = topology_compile.compile_devices(tpu_types.parse_slice(args.topology))
   elif jax.device_count() != args.devices:
     raise RuntimeError(f"JAX sees {jax.device_count()} devices, not {args.devices}: it was "
                        "started before XLA_FLAGS was set.")
@@ -96,12 +97,12 @@ def measure(args: argparse.Namespace) -> dict:
         f"--precision={args.precision}", f"--mesh.data={mesh_data}", f"--mesh.fsdp={mesh_fsdp}",
         f"--grad_accum={args.grad_accum}", f"--remat={remat}"])
     exp = train_step.build_experiment(step_args, devices)
-    state, batch_shapes = preflight.abstract_inputs(exp)
+    state, batch_shapes = launch_preflight.abstract_inputs(exp)
     result = {
         "layout": layout, "remat": remat, "mesh": dict(exp.mesh.shape),
-        "param_bytes": preflight.bytes_per_device(state.params),
-        "opt_state_bytes": preflight.bytes_per_device(state.opt_state),
-        "batch_bytes": preflight.bytes_per_device(batch_shapes),
+        "param_bytes": fit.bytes_per_device(state.params),
+        "opt_state_bytes": fit.bytes_per_device(state.opt_state),
+        "batch_bytes": fit.bytes_per_device(batch_shapes),
         "activation_bytes": residuals.activation_bytes(
             exp.model, exp.abstract_state.params, args.batch // args.grad_accum, args.resolution),
     }
@@ -117,7 +118,7 @@ def measure(args: argparse.Namespace) -> dict:
         "argument_bytes": analysis.argument_size_in_bytes,
         "output_bytes": analysis.output_size_in_bytes,
         "alias_bytes": analysis.alias_size_in_bytes,
-        "total_bytes": preflight.total_bytes(analysis),
+        "total_bytes": fit.total_bytes(analysis),
         "lower_seconds": lower_seconds,
         "compile_seconds": time.perf_counter() - start - lower_seconds,
     })

@@ -1,17 +1,51 @@
-"""What the command-line tools share: the `--config` recipe flag, absl flag parsing that reports
-a bad `--config` in one line, and the refusal of positional arguments.
+"""The one wrapper of every Python program (`python -m big_transfer.NAME`): absl flags, the
+one-line `error:` and the exit codes.
 
-A recipe's own error (a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` and a value of
-the wrong type end in one `error:` line and exit code 1, as every UserError does.
+A program defines its flags, then calls `command_line.run(main)`. Its exit code is then:
+0 when `main` returns (or returns 0), what `main` returns otherwise, and `USER_ERROR` (1) with
+one `error: <message>` line on stderr for anything the user can fix: a `errors.UserError` raised
+by `main`, a bad or unknown flag, a missing or unparsable `--config` file, a recipe's own error
+(a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` or a value of the wrong type. Any
+other exception keeps its traceback.
 """
 
+from collections.abc import Callable
 import pathlib
 import sys
+from typing import NoReturn
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from big_transfer import errors
+
+# What a program exits with when the user can fix what stopped it (one `error:` line says what).
+USER_ERROR = 1
+# 128 + SIGTERM, what a process killed by the preemption signal reports: a training run stopped
+# by SIGTERM after saving a checkpoint exits with it, so schedulers that restart failed jobs
+# (SLURM --requeue, Kubernetes) rerun it.
+PREEMPTED = 143
+
+
+def run(main: Callable[[list[str]], int | None]) -> NoReturn:
+  """Runs `main(argv)` as the program: absl parses the flags (`_parse_flags`), positional
+  arguments are refused, and the process exits with `exit_code(main, argv)`."""
+  app.run(lambda argv: sys.exit(exit_code(main, argv)), flags_parser=_parse_flags)
+
+
+def exit_code(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+  """`main(argv)`'s return value (None: 0), or USER_ERROR with the one `error:` line of a
+  UserError it raised; any other exception propagates with its traceback."""
+  try:
+    _refuse_positional_arguments(argv)
+    return main(argv) or 0
+  except errors.UserError as e:
+    return _fail(str(e))
+
+
+def _fail(message: str) -> int:
+  print(f"error: {message}", file=sys.stderr)
+  return USER_ERROR
 
 
 def define_recipe_flag(example: str) -> None:
@@ -21,10 +55,11 @@ def define_recipe_flag(example: str) -> None:
                                   lock_config=True)
 
 
-def refuse_positional_arguments(argv: list[str]) -> None:
-  """absl's usage error for anything left after the flags (every tool takes flags only)."""
+def _refuse_positional_arguments(argv: list[str]) -> None:
+  """Every program takes flags only: anything left after them is a ConfigError."""
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    raise errors.ConfigError(f"Unexpected arguments: {' '.join(argv[1:])}; every program takes "
+                             "flags only (--help lists them).")
 
 
 def check_python_file(path: str, flag: str) -> None:
@@ -42,27 +77,25 @@ def check_python_file(path: str, flag: str) -> None:
                              "fix the file.") from None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (pass it as `app.run(main, flags_parser=parse_flags)`), with a missing
-  or unparsable recipe file, a bad --config value or recipe argument reported in one line."""
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`run` uses it), with a bad or unknown flag, a missing or unparsable
+  recipe file, a bad --config value or recipe argument reported in one `error:` line (exit
+  USER_ERROR)."""
   overrides = [arg for arg in argv[1:] if arg.startswith("--config.")]
   try:
     for arg in argv[1:]:
       if arg.startswith("--config="):
         check_python_file(arg.removeprefix("--config=").partition(":")[0], "--config")
-  except errors.UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  try:
     return flags.FLAGS(argv)
+  except errors.UserError as e:
+    message = str(e)
   except flags.Error as e:
     if isinstance(e.__context__, errors.UserError):
       # ml_collections re-raises a recipe's error with the traceback in its message; the error
       # itself is its last line, "big_transfer.errors.ConfigError: <message>".
-      print(f"error: {str(e.__context__).strip().splitlines()[-1].split(': ', 1)[-1]}",
-            file=sys.stderr)
+      message = str(e.__context__).strip().splitlines()[-1].split(": ", 1)[-1]
     else:
-      print(f"error: {e}", file=sys.stderr)
+      message = str(e)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if not overrides:
       raise
@@ -70,10 +103,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     if isinstance(e, (AttributeError, KeyError)):
       key = str(e).strip("\"'")
       named = [o.split("=")[0] for o in overrides if o.split("=")[0].endswith(f".{key}")]
-      print(f"error: {' '.join(named) or key}: the recipe has no key {key!r}. Every "
-            "--config.KEY must be a key of the recipe (big_transfer/recipes/schema.py lists them).",
-            file=sys.stderr)
+      message = (f"{' '.join(named) or key}: the recipe has no key {key!r}. Every --config.KEY "
+                 "must be a key of the recipe (big_transfer/recipes/schema.py lists them).")
     else:
-      print(f"error: cannot apply {' '.join(overrides)}: {e}. Every --config.KEY must be given "
-            "a value of its type.", file=sys.stderr)
-  sys.exit(1)
+      message = (f"cannot apply {' '.join(overrides)}: {e}. Every --config.KEY must be given a "
+                 "value of its type.")
+  sys.exit(_fail(message))

@@ -13,11 +13,10 @@ in one `error:` line with the command that prepares it.
 """
 
 import dataclasses
-import sys
 
 import jax
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 from etils import epath
 from ml_collections import config_flags
 
@@ -144,17 +143,13 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["init", "evals", "workdir"])
 
 
-def main(argv):
-  command_line.refuse_positional_arguments(argv)
+def main(argv) -> None:
+  del argv  # Flags only.
   logging.set_verbosity(logging.ERROR)  # orbax and TF log every step of a restore.
   distributed.initialize()
   args = flags.FLAGS
-  try:
-    with distributed.peers_watched():
-      summary = run(args.init, args.evals, args.workdir, args.config)
-  except errors.UserError as e:  # Anything else keeps its traceback.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  with distributed.peers_watched():
+    summary = run(args.init, args.evals, args.workdir, args.config)
   if jax.process_index() == 0:
     for name, scores in summary["evaluators"].items():
       print(result_line(name, scores))
@@ -162,4 +157,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main, flags_parser=command_line.parse_flags)
+  command_line.run(main)

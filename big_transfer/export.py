@@ -16,17 +16,16 @@ half-written output nor destroys an existing one. See docs/export.md.
 
 import functools
 import json
-import sys
 import uuid
 
 import flax.serialization
 import jax
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 from etils import epath
 
 import big_transfer
-from big_transfer import command_line, errors, models
+from big_transfer import atomic, command_line, errors, models
 from big_transfer.models import interop
 from big_transfer.training.trained import Trained, load_checkpoint, metadata_path
 from big_transfer.data import preprocess
@@ -141,7 +140,8 @@ def serving_module(trained: Trained, features: tuple[str, ...] = (), output_stri
 
 
 def _write_npz(trained: Trained, path: epath.Path) -> None:
-  interop.save_bit_npz(trained.params, path)
+  # `path` is a staged name already (`export`): no second temporary name inside it.
+  path.write_bytes(interop.bit_npz_bytes(trained.params))
 
 
 def _write_params(trained: Trained, path: epath.Path) -> None:
@@ -161,6 +161,13 @@ _WRITERS = {"npz": _write_npz, "savedmodel": _write_savedmodel, "params": _write
 
 
 def _check_output(output: epath.Path, format: str, overwrite: bool) -> None:
+  atomic.check_scheme(output, "--output")
+  # The nearest existing ancestor (none: a gs:// bucket that does not exist, which the write
+  # reports); the export creates the missing folders below it.
+  nearest = next((p for p in (output.parent, *output.parent.parents) if p.exists()), None)
+  if nearest is not None and not nearest.is_dir():
+    raise errors.ConfigError(f"--output={output}: {nearest} is a file, not a folder; choose an "
+                             "--output inside a folder.")
   targets = [output] if format == "savedmodel" else [output, metadata_path(output, format)]
   existing = [str(t) for t in targets if t.exists()]
   if existing and not overwrite:
@@ -170,6 +177,18 @@ def _check_output(output: epath.Path, format: str, overwrite: bool) -> None:
   if output.is_dir() and not (output / "saved_model.pb").exists():
     raise errors.ConfigError(f"{output} is a directory but not a SavedModel; refusing to replace "
                              "it even with --overwrite. Choose another --output.")
+
+
+def _check_writable(folder: epath.Path, probe: epath.Path, output: epath.Path) -> None:
+  """Creates `folder` and a file `probe` in it, then removes the probe: a folder that cannot be
+  written fails here, in one line, before the export is computed."""
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as e:  # A local folder the user may not write (permissions, read-only mount).
+    raise errors.ConfigError(f"--output={output}: cannot write in {folder} "
+                             f"({e.strerror or e}); choose a folder you can write to.") from None
 
 
 def _put_in_place(staged: epath.Path, final: epath.Path) -> None:
@@ -218,9 +237,9 @@ def export(workdir, output, format: str = "npz", step: int | None = None,
     models.create(trained.record.model, num_classes=None, features=features,
                   output_stride=output_stride)
   info = metadata(trained, format, features, output_stride)
-  output.parent.mkdir(parents=True, exist_ok=True)
-  staged = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+  staged = atomic.temporary_path(output)
   staged_metadata = metadata_path(staged, format)
+  _check_writable(output.parent, staged, output)
   try:
     write = _WRITERS[format]
     if features:
@@ -254,21 +273,17 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["workdir", "output"])
 
 
-def main(argv):
-  command_line.refuse_positional_arguments(argv)
+def main(argv) -> None:
+  del argv  # Flags only.
   # orbax and TF log every step of a restore and a save; this program reports in one line.
   logging.set_verbosity(logging.ERROR)
   args = flags.FLAGS
-  try:
-    info = export(args.workdir, args.output, args.format, args.step, args.overwrite,
-                  tuple(args.features), args.output_stride)
-  except errors.UserError as e:  # Anything else keeps its traceback.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  info = export(args.workdir, args.output, args.format, args.step, args.overwrite,
+                tuple(args.features), args.output_stride)
   print(f"Exported {info['model']} step {info['step']} ({info['num_classes']} classes, "
         f"{info['resolution'][0]} px) as {info['format']} to {args.output}")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  command_line.run(main)

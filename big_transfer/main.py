@@ -6,20 +6,13 @@ same workdir resumes from its latest checkpoint.
 
 import logging as std_logging
 import re
-import sys
 import warnings
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from big_transfer import command_line, errors
-
+from big_transfer import command_line
 from big_transfer.launch import distributed
-
 from big_transfer.training import loop
-
-# 128 + SIGTERM, what a process killed by the preemption signal reports.
-PREEMPTED_EXIT_CODE = 143
-
 
 # Console lines that only matter to a library's developers or that repeat another line.
 _NOISE = (
@@ -49,17 +42,13 @@ def _quiet_console() -> None:
 
 
 def run(config, workdir: str) -> int:
-  """Trains and evaluates; returns the exit code: 0, PREEMPTED_EXIT_CODE, or 1 for a UserError
-  (printed as one `error:` line). Any other exception propagates with its traceback."""
-  try:
-    summary = loop.train_and_evaluate(config, workdir)
-  except errors.UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  """Trains and evaluates; returns the exit code: 0, or `command_line.PREEMPTED` when SIGTERM
+  stopped the run after a checkpoint. A UserError propagates (`command_line.run` prints it)."""
+  summary = loop.train_and_evaluate(config, workdir)
   logging.info("Finished at step %d (%s).", summary["step"], summary["status"])
   if summary["status"] == "preempted":
     # Non-zero, so schedulers that restart failed jobs (SLURM --requeue, Kubernetes) rerun it.
-    return PREEMPTED_EXIT_CODE
+    return command_line.PREEMPTED
   results = {k: v for k, v in summary.items() if k.startswith(("eval/", "evals/", "fewshot/"))}
   if results:
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -76,20 +65,15 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  command_line.refuse_positional_arguments(argv)
+def main(argv) -> int:
+  del argv  # Flags only.
   _quiet_console()
   config = flags.FLAGS.config
-  try:
-    distributed.initialize(config.peer_timeout_s)
-  except errors.UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  distributed.initialize(config.peer_timeout_s)
   with distributed.peers_watched():
-    code = run(config, flags.FLAGS.workdir)
-  sys.exit(code)
+    return run(config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main, flags_parser=command_line.parse_flags)
+  command_line.run(main)

@@ -157,9 +157,7 @@ def _batch_devices(mesh: Mesh) -> int:
 
 def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int = 1) -> None:
   """Raises unless every accumulation step gives each batch device the same whole number of
-  examples."""
-  if grad_accum_steps < 1:
-    raise errors.ConfigError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}.")
+  examples; `grad_accum_steps` >= 1 (`recipes.schema.check` checks a run's)."""
   devices = _batch_devices(mesh)
   unit = devices * grad_accum_steps
   if global_batch_size < 1 or global_batch_size % unit:
@@ -168,6 +166,17 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int =
                              f"grad_accum_steps {grad_accum_steps} x {devices} batch devices "
                              f"({sizes}) = {unit}; set --config.batch_size to a multiple of "
                              f"{unit} or change --config.grad_accum_steps.")
+
+
+def check_eval_batch_size(eval_batch_size: int, mesh: Mesh) -> None:
+  """Raises unless every batch device gets the same whole number of examples of an eval batch
+  (evaluation pads the last batch, never the batch size)."""
+  devices = _batch_devices(mesh)
+  if eval_batch_size % devices:
+    sizes = " x ".join(f"{axis}={mesh.shape[axis]}" for axis in BATCH_AXES)
+    raise errors.ConfigError(f"eval_batch_size {eval_batch_size} is not divisible by the "
+                             f"{devices} batch devices ({sizes}); set --config.eval_batch_size to "
+                             f"a multiple of {devices}.")
 
 
 # Below this many examples per device and step, an accelerator spends most of its time waiting.
@@ -179,9 +188,9 @@ def describe(mesh: Mesh, global_batch_size: int, grad_accum_steps: int = 1) -> s
 
   Also logs a warning when each device gets fewer than MIN_EFFICIENT_PER_DEVICE_BATCH examples
   per (micro-)step: GroupNorm normalizes each example on its own, so results do not depend on
-  the per-device batch, but such tiny batches leave the accelerators mostly idle.
+  the per-device batch, but such tiny batches leave the accelerators mostly idle. The batch
+  is one `check_batch_size` accepted.
   """
-  check_batch_size(global_batch_size, mesh, grad_accum_steps)
   devices = _batch_devices(mesh)
   shape = " x ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
   per_device = global_batch_size // (devices * grad_accum_steps)

@@ -83,10 +83,9 @@ needs_libtpu = pytest.mark.skipif(
 
 
 def forget_libtpu_variables(monkeypatch) -> None:
-  """Removes again after the test the variables `preflight.compile_devices` sets for libtpu
-  (setenv records their absence, which delenv of an absent variable would not)."""
-  from big_transfer import preflight  # noqa: PLC0415  (JAX after conftest's setup)
-  from big_transfer.launch import tpu_types  # noqa: PLC0415
-  for variable in preflight.libtpu_environment(tpu_types.parse_slice("v5litepod-1")):
+  """Removes again after the test the variables `topology_compile.compile_devices` sets for
+  libtpu (setenv records their absence, which delenv of an absent variable would not)."""
+  from big_transfer.launch import topology_compile, tpu_types  # noqa: PLC0415  (JAX after conftest)
+  for variable in topology_compile.libtpu_environment(tpu_types.parse_slice("v5litepod-1")):
     monkeypatch.setenv(variable, "")
     monkeypatch.delenv(variable)

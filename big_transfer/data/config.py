@@ -9,6 +9,8 @@ from big_transfer import errors
 
 RECIPES = ("upstream", "finetune")
 FOLDER_PREFIX = "folder:"
+# A softmax over one class has loss 0 and accuracy 1 whatever the weights: nothing to learn.
+MIN_CLASSES = 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,10 +13,9 @@ does nothing; an interrupted one starts again from the beginning.
 
 import re
 import shlex
-import sys
 import tempfile
 
-from absl import app, flags, logging
+from absl import flags, logging
 import tensorflow_datasets as tfds
 
 from big_transfer import command_line
@@ -136,20 +135,16 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["source", "name", "data_dir"])
 
 
-def main(argv):
-  command_line.refuse_positional_arguments(argv)
+def main(argv) -> None:
+  del argv  # Flags only.
   args = flags.FLAGS
-  try:
-    report = convert(args.source, args.name, args.data_dir, split_percent=args.split_percent,
-                     classes=args.classes, shards=args.shards, workers=args.workers,
-                     file_format=args.format, beam_runner=args.beam_runner,
-                     beam_options=args.beam_options)
-  except errors.UserError as e:  # Anything else keeps its traceback.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  report = convert(args.source, args.name, args.data_dir, split_percent=args.split_percent,
+                   classes=args.classes, shards=args.shards, workers=args.workers,
+                   file_format=args.format, beam_runner=args.beam_runner,
+                   beam_options=args.beam_options)
   print(_summary(report, args.name, args.data_dir))
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  command_line.run(main)

@@ -116,12 +116,22 @@ KNOWN: dict[str, DatasetFacts] = {
 VTAB_1K = tuple(vtab.TASKS)
 
 
+# The built-in generated data set (big_transfer.data.synthetic), whose facts its code knows.
+BUILT_IN = "bit_synthetic"
+
+
 def find(dataset: str, tfds_names: tuple[str, ...] = ()) -> DatasetFacts | None:
-  """The table's facts of `dataset` (a config's `dataset`, e.g. "cifar10" or "cifar10:3.*"), or
-  of the standard set a TFDS builder of one of `tfds_names` reads; None for other data."""
+  """The table's facts of `dataset` (a config's `dataset`, e.g. "cifar10" or "cifar10:3.*"), of
+  the built-in set ("bit_synthetic/upstream"), or of the standard set a TFDS builder of one of
+  `tfds_names` reads; None for other data."""
   name = dataset.split(":")[0]
   if name in KNOWN:
     return KNOWN[name]
+  builder, _, config_name = name.partition("/")
+  if builder == BUILT_IN:
+    # synthetic defines a TFDS builder: TFDS is imported only for the built-in set.
+    from big_transfer.data import synthetic  # noqa: PLC0415
+    return synthetic.facts(config_name)
   for facts in KNOWN.values():
     if tfds_names and facts.tfds_name.split(":")[0] in tfds_names:
       return facts

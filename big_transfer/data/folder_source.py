@@ -112,6 +112,10 @@ def _index_split(folder: str, class_names: tuple[str, ...], root: str) -> Folder
         "python -m big_transfer.data.convert --source=folder:%s --name=NAME --data_dir=DIR "
         "(then dataset=NAME, data.data_dir=DIR; docs/data.md).", folder, len(paths), root)
   readable, sizes = _check_images(paths)
+  if not readable.any():  # Said once, rather than as one warning per file.
+    raise errors.DataError(f"No image in {folder} could be read: none of its {len(paths)} image "
+                           f"files decodes as a JPEG or PNG (e.g. {paths[0]}). Check that they "
+                           "are images and not partial downloads or Git LFS pointers.")
   skipped = tuple(path for path, ok in zip(paths, readable, strict=True) if not ok)
   for path in skipped:
     logging.warning("Skipping unreadable image %s: it does not decode as a JPEG or PNG.", path)
@@ -155,8 +159,16 @@ class FolderSource:
     self._root = epath.Path(cfg.dataset[len(config_lib.FOLDER_PREFIX):])
     self._folders = split_folders(self._root)
     train_name, _ = _parse_split(cfg.train_split)
-    self.class_names = tuple(p.name for p in subfolders(self._folder(train_name)))
+    train_folder = self._folder(train_name)
+    self.class_names = tuple(p.name for p in subfolders(train_folder))
     self.num_classes = len(self.class_names)
+    if self.num_classes < config_lib.MIN_CLASSES:  # split_folders saw at least one sub-folder.
+      only = self.class_names[0]
+      raise errors.DataError(
+          f"Image folder {train_folder} has one class folder, {only!r}: a classifier needs at "
+          f"least {config_lib.MIN_CLASSES} classes, each in a sub-folder named after it. Point "
+          f"folder: at the folder whose sub-folders are the classes "
+          f"(folder:{train_folder / only} if the classes are inside {only!r}).")
 
   def _folder(self, name: str) -> epath.Path:
     if name not in self._folders:

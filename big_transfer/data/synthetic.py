@@ -18,6 +18,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from big_transfer.data import dataset_table
+
 IMAGE_SIZE = 64
 SHAPES = ("disk", "square", "triangle", "cross", "ring")
 COLOURS = {
@@ -108,6 +110,19 @@ class BitSyntheticConfig(tfds.core.BuilderConfig):
   """Sizes of one config: images per class in each split."""
   train_per_class: int = 0
   test_per_class: int = 0
+
+
+def facts(config_name: str) -> dataset_table.DatasetFacts | None:
+  """The facts of config `config_name` ("upstream", "downstream"), known from the code alone:
+  nothing is prepared. None for a name that is not a config."""
+  config = next((c for c in BitSynthetic.BUILDER_CONFIGS if c.name == config_name), None)
+  if config is None:
+    return None
+  classes = len(class_combinations(config_name))
+  return dataset_table.DatasetFacts(
+      f"{BitSynthetic.name}/{config_name}",
+      {"train": config.train_per_class * classes, "test": config.test_per_class * classes},
+      (IMAGE_SIZE, IMAGE_SIZE), classes)
 
 
 class BitSynthetic(tfds.core.GeneratorBasedBuilder):

@@ -118,6 +118,11 @@ class TfdsSource:
     label_feature = label_feature.feature if self._multi_hot else label_feature
     self.num_classes = label_feature.num_classes
     self.class_names = tuple(label_feature.names)
+    if self.num_classes < config_lib.MIN_CLASSES:
+      raise errors.DataError(f"Data set {cfg.dataset!r} has {self.num_classes} class"
+                             f"{'' if self.num_classes == 1 else 'es'} {list(self.class_names)} "
+                             f"in its {self._label_key!r} feature: a classifier needs at least "
+                             f"{config_lib.MIN_CLASSES}. Prepare it with every class.")
 
   def _open_task(self) -> tfds.core.DatasetBuilder:
     try:

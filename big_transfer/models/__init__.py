@@ -33,9 +33,8 @@ def parse_name(name: str) -> tuple[int, int]:
                              "prefixed by BiT-S-/BiT-M-/BiT-L-, e.g. "
                              f"{', '.join('BiT-M-' + v for v in VARIANTS)}.")
   depth, width = (int(v) for v in match.group(1)[1:].split("x"))
-  blocks_for(depth)  # Validates the depth with a helpful message.
-  if width < 1:
-    raise errors.ConfigError(f"Model {name!r} has width {width}; widths start at 1.")
+  blocks_for(depth)  # Validates the depth and the width with a helpful message.
+  resnetv2.check_width(width)
   return depth, width
 
 

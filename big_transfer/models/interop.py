@@ -116,14 +116,17 @@ def _read_npz(path) -> dict[str, np.ndarray]:
   if not path.exists():
     raise errors.CheckpointError(f"No BiT checkpoint at {path}: check the path (local or gs://).")
   data = path.read_bytes()
+  # By its content first: numpy takes any other file for a pickle and says to allow pickles,
+  # which would let the file run code.
+  if not zipfile.is_zipfile(io.BytesIO(data)):
+    kind = "a single .npy array" if data.startswith(b"\x93NUMPY") else "not a zip file"
+    raise errors.CheckpointError(f"{path} is not an .npz archive ({kind}); BiT checkpoints are "
+                                 "flat .npz archives of named arrays, such as BiT-M-R50x1.npz.")
   try:
     archive = np.load(io.BytesIO(data), allow_pickle=False)
   except (ValueError, OSError, zipfile.BadZipFile) as e:
-    raise errors.CheckpointError(f"{path} is not an .npz file ({e}); BiT checkpoints are flat .npz "
-                                 "archives such as BiT-M-R50x1.npz.") from None
-  if not isinstance(archive, np.lib.npyio.NpzFile):
-    raise errors.CheckpointError(f"{path} is a single .npy array, not an .npz archive of named "
-                                 "arrays.")
+    raise errors.CheckpointError(f"{path} is a damaged .npz archive ({e}); download or export "
+                                 "it again.") from None
   arrays = {}
   with archive:
     for key in archive.files:
@@ -204,16 +207,21 @@ def load_bit_npz(path) -> dict:
                      for p in param_shapes})
 
 
+def bit_npz_bytes(params) -> bytes:
+  """The content of a `.npz` holding a `ResNetV2` params tree in the published layout, float32."""
+  arrays = {_published_key(p): _to_published(p, np.asarray(jax.device_get(leaf), np.float32))
+            for p, leaf in _flatten(params).items()}
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
+
+
 def save_bit_npz(params, path) -> None:
   """Writes a `ResNetV2` params tree in the published layout, float32, atomically.
 
   A failure never leaves a half-written file under the final name nor destroys an existing one.
   """
-  arrays = {_published_key(p): _to_published(p, np.asarray(jax.device_get(leaf), np.float32))
-            for p, leaf in _flatten(params).items()}
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  atomic.write_bytes(path, buffer.getvalue())
+  atomic.write_bytes(path, bit_npz_bytes(params))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,6 +198,14 @@ class Bottleneck(nn.Module):
     return shortcut + y, preactivation
 
 
+def check_width(width) -> None:
+  """Raises a ConfigError unless `width`, the multiplier of every stage's channels (the x3 of
+  R50x3), is a positive integer."""
+  if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+    raise errors.ConfigError(f"The network has width {width!r}; widths are positive integers "
+                             "(the 3 of R50x3).")
+
+
 class ResNetV2(nn.Module):
   """The BiT network.
 
@@ -245,6 +253,7 @@ class ResNetV2(nn.Module):
       raise errors.ConfigError(f"A network returning feature maps {tuple(self.features)} has no "
                                f"head: pass num_classes=None, not {self.num_classes}.")
     stage_geometry(self.output_stride)  # Validates it with a helpful message.
+    check_width(self.width)
     super().__post_init__()
 
   @nn.compact
@@ -255,8 +264,6 @@ class ResNetV2(nn.Module):
     of float32 maps (B, ceil(H / stride), ceil(W / stride), channels) by name, as `feature_info`
     lists them.
     """
-    if not isinstance(self.width, int) or self.width < 1:
-      raise ValueError(f"ResNetV2 width must be a positive integer, got {self.width!r}.")
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"ResNetV2 expects images of shape (B, H, W, 3), got {images.shape}.")
     conv = functools.partial(self.conv, dtype=self.dtype)

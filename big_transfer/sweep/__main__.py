@@ -10,7 +10,7 @@ See docs/sweeps.md.
 import re
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from big_transfer import command_line, errors
 from big_transfer.sweep import report, runner, spec
@@ -70,8 +70,8 @@ def _selected(members: list[spec.Member]) -> list[spec.Member]:
   return chosen
 
 
-def _run(argv) -> int:
-  command_line.refuse_positional_arguments(argv)
+def main(argv) -> int:
+  del argv  # Flags only.
   workdir = FLAGS.workdir
   if FLAGS.report and not FLAGS.sweep:
     for path in report.write(workdir):
@@ -112,14 +112,6 @@ def _run(argv) -> int:
   return exit_code
 
 
-def main(argv):
-  try:
-    sys.exit(_run(argv))
-  except errors.UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-
-
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  command_line.run(main)

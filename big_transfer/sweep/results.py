@@ -15,6 +15,7 @@ import statistics
 
 from etils import epath
 
+from big_transfer import command_line
 from big_transfer.training import checkpoints
 from big_transfer.data import vtab
 from big_transfer.sweep import runner, spec
@@ -84,7 +85,7 @@ def member_result(entry: Mapping, workdir) -> MemberResult:
   outcome = runner.read_outcome(run_dir)
   if summary.get("status") == "completed":
     status = "completed"
-  elif outcome and outcome.exit_code == runner.PREEMPTED_EXIT_CODE:
+  elif outcome and outcome.exit_code == command_line.PREEMPTED:
     status = "preempted"
   elif outcome and outcome.exit_code != 0:
     status = "failed"

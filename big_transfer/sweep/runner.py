@@ -21,7 +21,7 @@ import time
 
 from etils import epath
 
-from big_transfer import atomic, errors, main
+from big_transfer import atomic, command_line, errors
 
 from big_transfer.training import checkpoints
 
@@ -34,8 +34,6 @@ LOG = "sweep.log"
 # The members, their settings and commands: what `--report` rebuilds the results from.
 MANIFEST = "sweep.json"
 CACHE_DIR = ".jax_cache"
-# Exit code of a run stopped by SIGTERM after saving a checkpoint.
-PREEMPTED_EXIT_CODE = main.PREEMPTED_EXIT_CODE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +102,7 @@ def error_line(exit_code: int, output: str) -> str | None:
   its output (a traceback's exception); None for a success."""
   if exit_code == 0:
     return None
-  if exit_code == PREEMPTED_EXIT_CODE:
+  if exit_code == command_line.PREEMPTED:
     return "stopped by SIGTERM after saving a checkpoint; rerun the sweep to resume"
   lines = [line.strip() for line in output.splitlines() if line.strip()]
   errors_said = [line for line in lines if line.startswith("error: ")]
@@ -201,7 +199,7 @@ def run(members: Sequence[spec.Member], prerequisites: Sequence[spec.Member], wo
   Ctrl-C stops the running members with a checkpoint saved.
 
   Returns:
-    0 when every member completed or was skipped; PREEMPTED_EXIT_CODE when the sweep was
+    0 when every member completed or was skipped; command_line.PREEMPTED when the sweep was
     stopped; 1 when any member failed.
   """
   env = member_env(workdir)
@@ -222,7 +220,7 @@ def run(members: Sequence[spec.Member], prerequisites: Sequence[spec.Member], wo
     for signum, handler in previous.items():
       signal.signal(signum, handler)
   if children.stopped:
-    return PREEMPTED_EXIT_CODE
+    return command_line.PREEMPTED
   if failed:
     print(f"{len(failed)} member(s) failed: {', '.join(sorted(failed))}.", flush=True)
     return 1
@@ -248,7 +246,7 @@ def _run_reporting(member: spec.Member, member_plan: Plan, workdir, command: lis
     return True
   print(f"{counter} {member.name}: failed (exit code {outcome.exit_code}) after "
         f"{outcome.wall_s:.0f} s: {outcome.error}", flush=True)
-  return outcome.exit_code == PREEMPTED_EXIT_CODE and children.stopped
+  return outcome.exit_code == command_line.PREEMPTED and children.stopped
 
 
 def write_manifest(workdir, sweep_name: str, sweep: spec.Sweep, members: Sequence[spec.Member],

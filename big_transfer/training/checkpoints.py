@@ -42,13 +42,12 @@ class Checkpoints:
                read_only: bool = False):
     """Args:
       workdir: the run's directory; checkpoints go to `workdir/checkpoints`.
-      every_steps: save when step % every_steps == 0 (and whenever forced).
+      every_steps: save when step % every_steps == 0 (and whenever forced); >= 1, as
+        `recipes.schema.check` checks a run's checkpoint_every_steps.
       keep: number of most recent checkpoints to keep.
       keep_every: also keep every checkpoint whose step is a multiple of this.
       read_only: open existing checkpoints without creating or deleting anything (export).
     """
-    if every_steps < 1:
-      raise errors.ConfigError(f"checkpoint_every_steps must be >= 1, got {every_steps}.")
     self.directory = epath.Path(workdir) / SUBDIR
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every_steps, max_to_keep=keep, keep_period=keep_every,
@@ -58,6 +57,13 @@ class Checkpoints:
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
+
+  def check_step(self, step: int) -> None:
+    """Raises a CheckpointError naming the available steps unless there is one at `step`."""
+    available = self.all_steps()
+    if step not in available:
+      raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; available "
+                                   f"steps: {', '.join(map(str, available)) or 'none'}.")
 
   def save(self, step: int, state, record: run_record.RunRecord, force: bool = False) -> bool:
     """Starts an asynchronous save of `state` at `step`; returns whether a save started."""
@@ -88,10 +94,9 @@ class Checkpoints:
     Returns:
       (state, record, step), or None when there is no checkpoint.
     """
+    if step is not None:
+      self.check_step(step)
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
-    if step is not None and step not in self.all_steps():
-      raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; available "
-                                   f"steps: {self.all_steps() or 'none'}.")
     for candidate in steps:
       where = self.directory / str(candidate)
       try:

@@ -136,6 +136,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   if mesh is None:
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   sharding.check_batch_size(config.batch_size, mesh, config.grad_accum_steps)
+  sharding.check_eval_batch_size(config.eval_batch_size, mesh)
   info = dataset_info or data.dataset_info(input_cfg)
   num_classes = config.num_classes or info.num_classes
   model = models.create(config.model, num_classes=num_classes, dtype=dtype,

@@ -38,6 +38,7 @@ SUMMARY_FILE = "summary.json"
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`_train_and_evaluate` while this job holds `workdir` (big_transfer.launch.workdir_hold): a second
   job on the same workdir stops at once instead of mixing its checkpoints with this one's."""
+  atomic.check_scheme(workdir, "--workdir")
   with workdir_hold.hold(workdir, config.hold_stale_after_s):
     return _train_and_evaluate(config, workdir)
 
@@ -151,33 +152,42 @@ def _initial_or_restored_state(config, exp: experiment.Experiment,
 
 
 class _PreemptionWatch:
-  """Tells when to save and stop because the job is being preempted (SIGTERM).
+  """Tells when to save and stop: the job is being preempted (SIGTERM) or the user pressed
+  Ctrl-C (SIGINT).
 
   On many processes JAX's preemption service catches SIGTERM and makes all hosts agree on the
-  step (through orbax); a single process has no such service, so a signal handler sets a flag
-  while the loop runs. Used as a context manager, it puts the previous handler back on exit.
+  step (through orbax); a single process has no such service, so signal handlers set a flag
+  while the loop runs. A second Ctrl-C interrupts at once (KeyboardInterrupt), for a save that
+  hangs. Used as a context manager, it puts the previous handlers back on exit.
   """
 
   def __init__(self, ckpts: checkpoints.Checkpoints):
     self._ckpts = ckpts
-    self._signalled = False
-    self._previous = None
+    self.signal: signal.Signals | None = None  # The one that asked to stop, if any.
+    self._previous = {}
 
   def __enter__(self):
     if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      self._previous = {s: signal.signal(s, self._on_signal)
+                        for s in (signal.SIGTERM, signal.SIGINT)}
     return self
 
   def __exit__(self, *exc_info):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
-    self._signalled = True
+  def _on_signal(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum)
+    if self.signal == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def reached(self, step: int) -> bool:
-    return self._signalled or self._ckpts.reached_preemption(step)
+    return self.signal is not None or self._ckpts.reached_preemption(step)
+
+  def describe(self) -> str:
+    """How the stop was asked for, for the line that says how to resume."""
+    return "Interrupted (Ctrl-C)" if self.signal == signal.SIGINT else "Preempted"
 
 
 def _check_finite(state) -> None:
@@ -250,8 +260,8 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, 
           _check_finite(state)
           ckpts.save(step, state, exp.record, force=True)
           ckpts.wait()
-          logging.warning("Preempted: saved the checkpoint at step %d; rerun the same command "
-                          "to resume.", step)
+          logging.warning("%s: saved the checkpoint at step %d; rerun the same command to "
+                          "resume.", preemption.describe(), step)
           return state, "preempted", train_metrics, first_step_done
         if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
           _check_finite(state)

@@ -50,9 +50,7 @@ def load_checkpoint(workdir, step: int | None = None) -> Trained:
                                  "training run (python -m big_transfer.main ... --workdir=DIR).")
   if step is None:
     step = available[-1]
-  elif step not in available:
-    raise errors.CheckpointError(f"No checkpoint at step {step} in {ckpts.directory}; available "
-                                 f"steps: {', '.join(map(str, available))}.")
+  ckpts.check_step(step)
   record = ckpts.read_record(step)
   params = ckpts.restore_params(step)
   trained = Trained(jax.tree.map(lambda x: np.asarray(x, np.float32), params), record, step,

@@ -5,11 +5,14 @@ One finished smoke run is shared; each test that writes to a workdir works on it
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 import cli
 
@@ -144,3 +147,102 @@ def test_a_sweep_file_that_fails_or_does_not_parse_is_one_line(tmp_path, content
                            f"--workdir={tmp_path / 'sweep'}"], cwd=cli.REPO, text=True,
                           capture_output=True, env=cli.env_with_devices(1), timeout=300)
   cli.assert_fails_in_one_line(result, str(sweep_file), message)
+
+
+def _write_pngs(folder, count: int) -> None:
+  folder.mkdir(parents=True)
+  for i in range(count):
+    (folder / f"{i}.png").write_bytes(tf.io.encode_png(np.full((8, 8, 3), 40 * i, np.uint8)).numpy())
+
+
+@pytest.mark.parametrize("layout", [
+    "images/*.png",         # The images in one sub-folder (labels in the file names): trained to
+                            # loss 0 and accuracy 1 before.
+    "flowers/daisy/*.png",  # folder: one level above the class folders.
+])
+def test_an_image_folder_with_one_class_is_refused_naming_it(tmp_path, synthetic_data_dir, layout):
+  only = layout.split("/")[0]
+  if layout.count("/") == 1:
+    _write_pngs(tmp_path / "data" / only, 6)
+  else:
+    _write_pngs(tmp_path / "data" / only / "daisy", 3)
+    _write_pngs(tmp_path / "data" / only / "rose", 3)
+  result = cli.run_main(tmp_path / "run", synthetic_data_dir,
+                        dataset=f"folder:{tmp_path / 'data'}", **{"fewshot.shots": "()"})
+  cli.assert_fails_in_one_line(
+      result, f"Image folder {tmp_path / 'data'} has one class folder, {only!r}: a classifier "
+              "needs at least 2 classes, each in a sub-folder named after it.",
+      f"(folder:{tmp_path / 'data' / only} if the classes are inside {only!r})")
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_tfds_data_set_with_one_class_is_refused_naming_it(tmp_path, synthetic_data_dir):
+  from big_transfer.data import convert  # noqa: PLC0415  (TFDS only for this test)
+  _write_pngs(tmp_path / "images" / "daisy", 4)
+  convert.convert(f"folder:{tmp_path / 'images'}", "one_class", str(tmp_path / "tfds"),
+                  split_percent="train=50,test=50", shards=1)
+  result = cli.run_main(tmp_path / "run", tmp_path / "tfds", dataset="one_class")
+  cli.assert_fails_in_one_line(result, "Data set 'one_class' has 1 class ['daisy'] in its 'label' "
+                                       "feature: a classifier needs at least 2.")
+
+
+def test_an_image_folder_of_unreadable_images_is_one_line_with_the_count(tmp_path,
+                                                                         synthetic_data_dir):
+  for name in ("ants", "bees"):
+    (tmp_path / "images" / name).mkdir(parents=True)
+    for i in range(3):  # What a clone without Git LFS holds.
+      (tmp_path / "images" / name / f"{i}.jpg").write_text(
+          "version https://git-lfs.github.com/spec/v1\n")
+  result = cli.run_main(tmp_path / "run", synthetic_data_dir,
+                        dataset=f"folder:{tmp_path / 'images'}")
+  cli.assert_fails_in_one_line(
+      result, f"No image in {tmp_path / 'images'} could be read: none of its 6 image files "
+              f"decodes as a JPEG or PNG (e.g. {tmp_path / 'images' / 'ants' / '0.jpg'}).")
+  assert "Skipping unreadable image" not in result.stderr
+
+
+def test_a_workdir_scheme_tensorflow_lacks_names_the_supported_ones(tmp_path):
+  supported = sorted(s for s in tf.io.gfile.get_registered_schemes() if s)
+  result = cli.run_main("s3://x/bit", tmp_path / "no_data")
+  line = cli.assert_fails_in_one_line(
+      result, "--workdir=s3://x/bit: TensorFlow's file systems have no s3:// scheme; use a local "
+              f"path or one of {', '.join(s + '://' for s in supported)}.")
+  assert "gs://" in line  # Cloud TPU users' storage, on every TensorFlow build.
+
+
+def _export(workdir, output):
+  return subprocess.run([sys.executable, "-m", "big_transfer.export", f"--workdir={workdir}",
+                         f"--output={output}"], cwd=cli.REPO, text=True, capture_output=True,
+                        env=cli.env_with_devices(1), timeout=300)
+
+
+def test_an_export_inside_a_file_is_one_line_and_writes_nothing(finished_smoke, tmp_path):
+  (tmp_path / "notes.txt").write_text("not a folder\n")
+  before = _listing(tmp_path)
+  result = _export(finished_smoke, tmp_path / "notes.txt" / "models" / "model.npz")
+  cli.assert_fails_in_one_line(
+      result, f"--output={tmp_path / 'notes.txt' / 'models' / 'model.npz'}: "
+              f"{tmp_path / 'notes.txt'} is a file, not a folder; choose an --output inside a "
+              "folder.")
+  assert _listing(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
+def test_an_export_to_a_folder_that_cannot_be_written_is_one_line(finished_smoke, tmp_path):
+  (tmp_path / "locked").mkdir(mode=0o555)
+  result = _export(finished_smoke, tmp_path / "locked" / "model.npz")
+  cli.assert_fails_in_one_line(
+      result, f"cannot write in {tmp_path / 'locked'} (Permission denied); choose a folder you "
+              "can write to.")
+  assert not list((tmp_path / "locked").iterdir())
+
+
+def test_a_text_file_as_init_is_not_an_npz_archive_and_no_pickle_hint(tmp_path,
+                                                                      synthetic_data_dir):
+  (tmp_path / "weights.npz").write_text("https://example.org/BiT-M-R50x1.npz\n")
+  result = cli.run_main(tmp_path / "run", synthetic_data_dir, init=tmp_path / "weights.npz",
+                        **{"fewshot.shots": "()"})
+  line = cli.assert_fails_in_one_line(
+      result, f"{tmp_path / 'weights.npz'} is not an .npz archive (not a zip file); BiT "
+              "checkpoints are flat .npz archives of named arrays")
+  assert "pickle" not in line

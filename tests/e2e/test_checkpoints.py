@@ -78,6 +78,25 @@ def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_
   _assert_same_params(_final_params(tmp_path), uninterrupted)
 
 
+def test_ctrl_c_saves_like_sigterm_and_the_same_command_resumes_exactly(tmp_path,
+                                                                      synthetic_data_dir,
+                                                                      uninterrupted):
+  proc = _start(tmp_path, synthetic_data_dir)
+  _wait_for_step(proc, 2)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err[-3000:]
+  assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
+  stopped_at = _saved_steps(tmp_path)[-1]
+  assert 2 <= stopped_at < TOTAL_STEPS
+  assert (f"Interrupted (Ctrl-C): saved the checkpoint at step {stopped_at}; rerun the same "
+          "command to resume.") in err
+  resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resuming from the checkpoint at step {stopped_at}" in resumed.stderr
+  _assert_same_params(_final_params(tmp_path), uninterrupted)
+
+
 def test_sigkill_loses_only_steps_since_the_last_checkpoint(tmp_path, synthetic_data_dir,
                                                             uninterrupted):
   proc = _start(tmp_path, synthetic_data_dir)

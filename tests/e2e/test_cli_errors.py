@@ -1,13 +1,16 @@
 """What the user can fix ends in one `error:` line before training; everything else keeps its
 traceback."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import bit_reference
 import cli
-from big_transfer import errors, main
+from big_transfer import command_line, errors, main
 
 
 def test_unknown_config_key_is_named(tmp_path, synthetic_data_dir):
@@ -75,13 +78,26 @@ def test_a_missing_eval_split_fails_before_training(tmp_path, synthetic_data_dir
   assert "train/loss" not in result.stderr
 
 
+def _run_main_in_process(argv):
+  return command_line.exit_code(lambda argv: main.run(config=None, workdir="unused"), argv)
+
+
 def test_user_errors_are_one_line_and_exit_1(monkeypatch, capsys):
   def fail(config, workdir):
     raise errors.DataError("Data set 'x' is not prepared.")
 
   monkeypatch.setattr(main.loop, "train_and_evaluate", fail)
-  assert main.run(config=None, workdir="unused") == 1
+  assert _run_main_in_process(["main"]) == 1
   assert capsys.readouterr().err == "error: Data set 'x' is not prepared.\n"
+
+
+def test_a_preempted_run_exits_143_and_positional_arguments_are_refused(monkeypatch, capsys):
+  monkeypatch.setattr(main.loop, "train_and_evaluate",
+                      lambda config, workdir: {"step": 3, "status": "preempted"})
+  assert _run_main_in_process(["main"]) == command_line.PREEMPTED == 143
+  assert _run_main_in_process(["main", "extra"]) == 1
+  assert capsys.readouterr().err.splitlines() == [
+      "error: Unexpected arguments: extra; every program takes flags only (--help lists them)."]
 
 
 @pytest.mark.parametrize("internal", [ValueError("a bug of ours"), OSError("transient")])
@@ -91,14 +107,37 @@ def test_any_other_exception_keeps_its_traceback(monkeypatch, internal):
 
   monkeypatch.setattr(main.loop, "train_and_evaluate", fail)
   with pytest.raises(type(internal), match=str(internal)):
-    main.run(config=None, workdir="unused")
+    _run_main_in_process(["main"])
+
+
+def _programs() -> list[str]:
+  """Every `python -m` program of the package: the modules that run when executed."""
+  package = cli.REPO / "big_transfer"
+  return sorted(".".join(path.relative_to(cli.REPO).with_suffix("").parts).removesuffix(
+      ".__main__") for path in package.rglob("*.py")
+      if 'if __name__ == "__main__":' in path.read_text())
+
+
+def test_the_programs_are_found():
+  assert {"big_transfer.main", "big_transfer.export", "big_transfer.evaluate",
+          "big_transfer.preflight", "big_transfer.sweep", "big_transfer.data.convert"} <= set(
+              _programs())
+
+
+@pytest.mark.parametrize("program", _programs())
+def test_every_program_reports_a_bad_flag_in_one_line_with_exit_1(program, tmp_path):
+  # Through command_line.run: absl alone would print "FATAL Flags parsing error" and its usage.
+  result = subprocess.run([sys.executable, "-m", program, "--no_such_flag=1"], cwd=cli.REPO,
+                          text=True, capture_output=True, env=cli.env_with_devices(1),
+                          timeout=300)
+  line = cli.assert_fails_in_one_line(result)
+  assert line == "error: Unknown command line flag 'no_such_flag'", result.stderr[-2000:]
+  assert "FATAL" not in result.stderr and "USAGE" not in result.stderr
 
 
 def test_importing_every_program_registers_no_flags():
   # Each program defines its flags when run; importing two of them (as the test suite, a sweep
   # or a notebook does) must not fail with absl's DuplicateFlagError.
-  import subprocess
-  import sys
   code = ("from absl import flags; import big_transfer.main, big_transfer.preflight, "
           "big_transfer.export; print(sorted(n for n in ('config', 'workdir', 'topology', "
           "'output') if n in flags.FLAGS))")

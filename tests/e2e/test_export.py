@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import cli
-from big_transfer import data, errors, export, models
+from big_transfer import atomic, data, errors, export, models
 from big_transfer.training import checkpoints
 from big_transfer.recipes import schema as config_lib
 from big_transfer.models import interop
@@ -109,6 +109,21 @@ def test_npz_round_trip_is_bit_exact(run, tmp_path):
   assert (info.name, info.num_classes) == ("R14x1", len(CLASS_NAMES))
 
 
+def test_an_npz_export_is_staged_under_one_temporary_name(run, tmp_path, monkeypatch):
+  staged = []
+
+  def recording(path):
+    staged.append(atomic_temporary_path(path))
+    return staged[-1]
+
+  atomic_temporary_path = atomic.temporary_path
+  monkeypatch.setattr(atomic, "temporary_path", recording)
+  export.export(run[0], tmp_path / "model.npz", "npz")
+  assert [str(p.parent) for p in staged] == [str(tmp_path)]
+  assert re.fullmatch(r"\.model\.npz\.tmp-[0-9a-f]{8}", staged[0].name), staged
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "model.npz.json"]
+
+
 def test_step_selects_an_older_checkpoint(run, tmp_path):
   workdir, saved = run
   info = export.export(workdir, tmp_path / "model.npz", "npz", step=STEPS[0])
@@ -167,14 +182,15 @@ def _jax_logits(params, inputs: np.ndarray) -> np.ndarray:
 def _eval_pipeline_inputs(images: np.ndarray, recipe: str, folder) -> np.ndarray:
   """What `data.eval_batches` feeds the model for uint8 images (n, H, W, 3) of the given recipe:
   float32 (n, CROP, CROP, 3)."""
-  for i, image in enumerate(images):
-    path = folder / "images" / "only_class" / f"{i:02d}.png"
+  # A second class (a data set needs two) whose one image sorts after the images of the first.
+  for i, image in enumerate([*images, images[0]]):
+    path = folder / "images" / ("a" if i < len(images) else "b") / f"{i:02d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(tf.io.encode_png(image).numpy())
   cfg = data.InputConfig(dataset=f"folder:{folder / 'images'}", eval_split="train", recipe=recipe,
                          crop=CROP)
-  (batch,) = data.eval_batches(cfg, len(images), process_index=0, process_count=1)
-  return batch["image"]
+  (batch,) = data.eval_batches(cfg, len(images) + 1, process_index=0, process_count=1)
+  return batch["image"][:len(images)]
 
 
 def _assert_savedmodel_matches_jax_on_the_eval_pipeline(serve, params, recipe, images, folder):

@@ -12,10 +12,9 @@ import pytest
 
 import cli
 from big_transfer.recipes import schema as config_lib
-from big_transfer import errors, models, preflight, sharding
+from big_transfer import command_line, data, errors, models, preflight as program, sharding
+from big_transfer.launch import fit, preflight, topology_compile, tpu_types
 from big_transfer.training import experiment
-from big_transfer import data
-from big_transfer.launch import tpu_types
 
 GIB = 2**30
 _TINY_INFO = data.DatasetInfo(num_train_examples=64, image_size=(32, 32), num_classes=4,
@@ -95,22 +94,22 @@ def _footprint(state_gib: float, temporaries_gib: float | None = None, batch_mib
   params = int(state_gib * GIB / 2)
   batch = int(batch_mib * MIB)
   if temporaries_gib is None:
-    return preflight.Footprint(params=params, opt_state=params, batch=batch)
+    return fit.Footprint(params=params, opt_state=params, batch=batch)
   temporaries = int(temporaries_gib * GIB)
-  return preflight.Footprint(params=params, opt_state=params, batch=batch,
+  return fit.Footprint(params=params, opt_state=params, batch=batch,
                              temporaries=temporaries, total=2 * params + batch + temporaries)
 
 
 def test_parameters_over_half_the_memory_are_split_with_fsdp():
   mesh = {"data": 8, "fsdp": 1}
   # 12 GiB of parameters and momentum: half of it per device is under half of 16 GiB.
-  advice = preflight.advice(_footprint(12, 30), 16 * GIB, mesh, _config())
+  advice = fit.advice(_footprint(12, 30), 16 * GIB, mesh, _config())
   assert "--config.mesh.fsdp=2 " in advice and "about 6.00 GiB per device" in advice
   assert "--config.mesh.data" not in advice
   # 40 GiB needs fsdp=8 (5 GiB each); a fixed data axis must make room.
-  advice = preflight.advice(_footprint(40), 16 * GIB, mesh, _config(mesh={"data": 8, "fsdp": 1}))
+  advice = fit.advice(_footprint(40), 16 * GIB, mesh, _config(mesh={"data": 8, "fsdp": 1}))
   assert "--config.mesh.fsdp=8 --config.mesh.data=-1" in advice
-  advice = preflight.advice(_footprint(200), 16 * GIB, mesh, _config())
+  advice = fit.advice(_footprint(200), 16 * GIB, mesh, _config())
   assert "even split over all 8 devices" in advice and "more chips" in advice
 
 
@@ -119,21 +118,21 @@ def test_activations_over_the_memory_ask_for_smaller_micro_batches():
   config = _config(batch_size=512, grad_accum_steps=1)
   # 40 GiB of temporaries shrink with the micro-batch: /3 would fit (13.3 GiB + the rest) but
   # 512 is not a multiple of 4 devices x 3; /4 fits and divides.
-  advice = preflight.advice(_footprint(1, 40), 16 * GIB, mesh, config)
+  advice = fit.advice(_footprint(1, 40), 16 * GIB, mesh, config)
   assert "--config.grad_accum_steps=4 " in advice and "--config.batch_size to 128)" in advice
   config = _config(batch_size=512, grad_accum_steps=2)
-  advice = preflight.advice(_footprint(1, 20), 16 * GIB, mesh, config)
+  advice = fit.advice(_footprint(1, 20), 16 * GIB, mesh, config)
   assert "--config.grad_accum_steps=4 " in advice and "batch_size to 256)" in advice
 
 
 def test_when_xla_refused_the_advice_is_the_next_accumulation_or_more():
-  advice = preflight.advice(_footprint(1), 16 * GIB, {"data": 4, "fsdp": 1},
+  advice = fit.advice(_footprint(1), 16 * GIB, {"data": 4, "fsdp": 1},
                             _config(batch_size=64))
   assert "--config.grad_accum_steps=2 or more" in advice and "batch_size to 32 or more" in advice
 
 
 def test_one_example_per_device_that_does_not_fit_asks_for_more_chips():
-  advice = preflight.advice(_footprint(1, 400), 16 * GIB, {"data": 4, "fsdp": 1},
+  advice = fit.advice(_footprint(1, 400), 16 * GIB, {"data": 4, "fsdp": 1},
                             _config(batch_size=16, grad_accum_steps=1))
   assert "even one example per device" in advice and "more chips" in advice
 
@@ -191,7 +190,8 @@ def test_a_compiled_step_over_the_memory_prints_the_report_and_one_error_line(ca
 
 
 def _run_in_process(capsys, config, topology):
-  code = preflight.run(config, topology, mfu=0.4)
+  code = command_line.exit_code(lambda argv: program.report(config, topology, mfu=0.4),
+                                ["preflight"])
   captured = capsys.readouterr()
   errors_printed = [line for line in captured.err.splitlines() if line.startswith("error: ")]
   return code, captured.out, errors_printed
@@ -229,7 +229,7 @@ def _tiny_config(**overrides):
 def test_when_xla_runs_out_of_memory_the_step_does_not_fit(monkeypatch):
   # XLA's refusal, without a TPU compile: the step is laid out on the CPU devices and the
   # compile answers as libtpu's compiler does for a step over the HBM.
-  monkeypatch.setattr(preflight, "compile_devices", lambda tpu_slice: jax.devices()[:4])
+  monkeypatch.setattr(topology_compile, "compile_devices", lambda tpu_slice: jax.devices()[:4])
 
   def out_of_memory(lowered):
     raise jax.errors.JaxRuntimeError(
@@ -256,11 +256,11 @@ def test_v4_and_v5p_devices_are_chips_and_v3_devices_are_tensorcores(monkeypatch
   for name, kind, cores in (("v4-8", "TPU v4", 2), ("v5p-8", "TPU v5", 2), ("v3-8", "TPU v3", 1),
                             ("v5litepod-1", "TPU v5 lite", 1)):
     tpu_slice = tpu_types.parse_slice(name)
-    devices = preflight.compile_devices(tpu_slice)
+    devices = topology_compile.compile_devices(tpu_slice)
     assert len(devices) == tpu_slice.devices, name
     assert {(d.device_kind, d.num_cores) for d in devices} == {(kind, cores)}, name
   with pytest.raises(errors.ConfigError, match="libtpu has no TPU topology v5e:3x3"):
-    preflight.compile_devices(tpu_types.parse_slice("v5e:3x3"))
+    topology_compile.compile_devices(tpu_types.parse_slice("v5e:3x3"))
 
 
 def _preflight_cli(*args) -> subprocess.CompletedProcess:
@@ -275,19 +275,21 @@ def _reported_bytes(report: str, name: str) -> float:
 
 
 @cli.needs_libtpu
-def test_a_tiny_run_compiles_for_a_v4_slice_and_fits():
-  # v4-8: 4 chips of 2 TensorCores compiled for as 4 devices (megacore); 32 GiB each.
-  result = _preflight_cli("--config=configs/demo.py:smoke", "--topology=v4-8",
-                          "--config.num_classes=10")
+def test_the_demo_compiles_for_a_v4_slice_and_fits_without_being_told_its_classes():
+  # v4-8: 4 chips of 2 TensorCores compiled for as 4 devices (megacore); 32 GiB each. The
+  # built-in data set's 90 classes come from its code: nothing is prepared, no flag is needed.
+  result = _preflight_cli("--config=configs/demo.py:smoke", "--topology=v4-8")
   assert result.returncode == 0, result.stderr[-3000:]
   report = result.stdout
+  assert report.splitlines()[0] == ("run: BiT-S-R14x1 (float32) at 16 px, 90 classes, batch 16 "
+                                    "(4 per device and micro-batch, grad_accum_steps 1)")
   assert "slice: v4-8 = JAX topology v4:2x2x1, 4 chips, 4 devices (a device is a chip)" in report
   # Replicated (fsdp 1): each device holds every parameter, float32.
-  param_bytes = _param_bytes(10)
+  param_bytes = _param_bytes(90)
   assert _reported_bytes(report, "parameters") == pytest.approx(param_bytes, rel=1e-3)
   assert _reported_bytes(report, "optimizer state") == pytest.approx(param_bytes, rel=1e-3)
   # 4 of the 16 images and their one-hot labels, float32.
-  assert _reported_bytes(report, "batch") == pytest.approx(4 * (16 * 16 * 3 + 10) * 4, rel=1e-2)
+  assert _reported_bytes(report, "batch") == pytest.approx(4 * (16 * 16 * 3 + 90) * 4, rel=1e-2)
   temporaries = _reported_bytes(report, "temporaries")
   total = _reported_bytes(report, "total")
   assert temporaries > 0 and 2 * param_bytes + temporaries < total < 32 * GIB
@@ -308,3 +310,13 @@ def test_parameters_beyond_the_memory_do_not_fit_and_fsdp_is_suggested():
   line = cli.assert_fails_in_one_line(result, "does not fit v5litepod-4",
                                       "of 16.00 GiB HBM", "--config.mesh.fsdp=4")
   assert result.stdout == "", line
+
+
+@cli.needs_libtpu
+def test_an_eval_batch_that_does_not_divide_over_the_slice_is_one_line():
+  result = _preflight_cli("--config=configs/demo.py:smoke", "--topology=v4-8",
+                          "--config.eval_batch_size=6")
+  line = cli.assert_fails_in_one_line(result)
+  assert line == ("error: eval_batch_size 6 is not divisible by the 4 batch devices (data=4 x "
+                  "fsdp=1); set --config.eval_batch_size to a multiple of 4.")
+  assert result.stdout == ""

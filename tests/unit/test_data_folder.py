@@ -60,8 +60,8 @@ def test_labels_follow_sorted_class_folder_names(class_folder):
 
 
 def test_image_size_is_the_median_of_the_images(tmp_path):
-  for i, height in enumerate([20, 30, 50]):
-    _write_image(tmp_path / "only" / f"{i}.png", height, 2 * height, seed=i, fmt="png")
+  for i, (name, height) in enumerate([("a", 20), ("a", 30), ("b", 50)]):
+    _write_image(tmp_path / name / f"{i}.png", height, 2 * height, seed=i, fmt="png")
   assert data.dataset_info(_cfg(tmp_path)).image_size == (30, 60)
 
 

@@ -4,7 +4,7 @@ import hashlib
 
 import numpy as np
 
-from big_transfer.data import synthetic
+from big_transfer.data import dataset_table, synthetic
 
 
 def _examples(config, split, n):
@@ -61,3 +61,15 @@ def test_the_mask_covers_the_object_and_only_it():
     inside, outside = red[mask].mean(), red[~mask].mean()
     # The object is drawn red (220) with a gain in [0.8, 1.1]; the background is below 120.
     assert 0.75 * 220 < inside < 1.15 * 220 and outside < 130, (shape, inside, outside)
+
+
+def test_the_table_knows_the_prepared_sets_facts_without_preparing_it(synthetic_data_dir):
+  from big_transfer import data  # noqa: PLC0415  (the pipeline imports TensorFlow)
+  for variant in ("upstream", "downstream"):
+    facts = dataset_table.find(f"bit_synthetic/{variant}")
+    prepared = data.dataset_info(data.InputConfig(dataset=f"bit_synthetic/{variant}",
+                                                  data_dir=synthetic_data_dir))
+    assert facts.num_classes == prepared.num_classes
+    assert facts.train_examples == prepared.num_train_examples
+    assert facts.image_size == prepared.image_size
+  assert dataset_table.find("bit_synthetic/sideways") is None

@@ -1,5 +1,7 @@
 """The flax ResNetV2 against an independent reference, the named variants, and bf16."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 
 import bit_reference
-from big_transfer import models
+from big_transfer import errors, models
 from big_transfer.models import interop
 from big_transfer.training import losses
 from big_transfer.models import resnetv2
@@ -201,6 +203,13 @@ def test_explicit_blocks_and_any_width():
 def test_bad_model_names_are_explained(name, message):
   with pytest.raises(ValueError, match=message):
     models.create(name)
+
+
+@pytest.mark.parametrize("width", [0, -1, 1.5])
+def test_a_network_of_a_bad_width_is_refused_when_built(width):
+  with pytest.raises(errors.ConfigError, match=re.escape(f"has width {width!r}; widths are "
+                                                         "positive integers")):
+    models.ResNetV2(depth=14, width=width, num_classes=3)
 
 
 def test_bad_image_shape_is_explained():

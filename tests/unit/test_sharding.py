@@ -1,5 +1,7 @@
 """Specification of the mesh, the parameter rule table and the batch layout on 8 fake devices."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec
 
-from big_transfer import sharding
+from big_transfer import errors, sharding
 
 
 def _params():
@@ -113,6 +115,15 @@ def test_check_batch_size_names_numbers_and_fix():
   with pytest.raises(ValueError, match=r"batch size 60 .* grad_accum_steps 2 x 8 .* = 16.*"
                                        r"--config.batch_size to a multiple of 16"):
     sharding.check_batch_size(60, mesh, grad_accum_steps=2)
+
+
+def test_check_eval_batch_size_names_numbers_and_fix():
+  mesh = sharding.make_mesh(data=4, fsdp=2)
+  sharding.check_eval_batch_size(24, mesh)
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      "eval_batch_size 20 is not divisible by the 8 batch devices (data=4 x fsdp=2); set "
+      "--config.eval_batch_size to a multiple of 8.")):
+    sharding.check_eval_batch_size(20, mesh)
 
 
 def test_describe_is_one_line_with_topology_and_per_device_batch():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from big_transfer import sweep
+from big_transfer import command_line, sweep
 from big_transfer.data import vtab
 from big_transfer.sweep import report, runner, spec
 
@@ -223,7 +223,7 @@ def test_sigterm_stops_the_running_members_with_their_save_and_starts_no_more(tm
   threading.Thread(target=preempt_once_both_train, daemon=True).start()
   exit_code = runner.run(members, [], tmp_path, lambda m: [sys.executable, "-c", fake_run],
                          parallel=2)
-  assert exit_code == runner.PREEMPTED_EXIT_CODE
+  assert exit_code == command_line.PREEMPTED
   outcomes = [runner.read_outcome(tmp_path / m.name) for m in members]
   assert [o.exit_code for o in outcomes[:2]] == [143, 143]
   assert outcomes[0].error.startswith("stopped by SIGTERM after saving a checkpoint")
