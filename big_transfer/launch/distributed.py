@@ -177,4 +177,19 @@ def peers_watched():
       if not failed:
         _lost([p for p in range(jax.process_count()) if p != jax.process_index()],
               f"it did not finish within {_peer_timeout_s} s of this one")
-    watch.stopping.set()
+      watch.stopping.set()
+    else:
+      watch.stopping.set()
+      _leave(client)
+
+
+def _leave(client) -> None:
+  """Leaves the job, process 0 last: in recoverable mode JAX's shutdown does not wait for the
+  others, and a process whose coordination service (hosted by process 0) is already gone aborts
+  as it leaves."""
+  if jax.process_index() == 0:
+    everyone = list(range(jax.process_count()))
+    # Answered once the others have left (a process that has left is not alive).
+    while len(client.get_live_nodes(everyone)) > 1:
+      pass
+  jax.distributed.shutdown()
