@@ -148,7 +148,8 @@ def main(argv) -> None:
   logging.set_verbosity(logging.ERROR)  # orbax and TF log every step of a restore.
   distributed.initialize()
   args = flags.FLAGS
-  summary = run(args.init, args.evals, args.workdir, args.config)
+  with distributed.peers_watched():
+    summary = run(args.init, args.evals, args.workdir, args.config)
   if jax.process_index() == 0:
     for name, scores in summary["evaluators"].items():
       print(result_line(name, scores))

@@ -68,8 +68,10 @@ def _define_flags() -> None:
 def main(argv) -> int:
   del argv  # Flags only.
   _quiet_console()
-  distributed.initialize()
-  return run(flags.FLAGS.config, flags.FLAGS.workdir)
+  config = flags.FLAGS.config
+  distributed.initialize(config.peer_timeout_s)
+  with distributed.peers_watched():
+    return run(config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ def base() -> ml_collections.ConfigDict:
   # One job per workdir (big_transfer.launch.workdir_hold): a hold whose heartbeat is older than this
   # belongs to a job that is gone and is taken over; a younger one stops a second job at once.
   config.hold_stale_after_s = 600.0
+
+  # A multi-process job (big_transfer.launch.distributed): a process whose heartbeats stop for this
+  # many seconds counts as lost, and the others stop with one line naming it.
+  config.peer_timeout_s = 60
   return config
 
 

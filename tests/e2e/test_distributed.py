@@ -17,6 +17,10 @@ _VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", 
               "SLURM_STEP_NODELIST", "TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID")
 
 
+# What every join passes: how long a silent process may take to count as lost.
+_DEFAULTS = {"heartbeat_timeout_seconds": distributed.DEFAULT_PEER_TIMEOUT_S}
+
+
 @pytest.fixture
 def joins(monkeypatch):
   """Fakes a fresh process: returns the kwargs of each `jax.distributed.initialize` call."""
@@ -39,6 +43,20 @@ def _slurm(monkeypatch, tasks: int, under_srun: bool = True):
     monkeypatch.setenv(name, str(value))
 
 
+def test_the_peer_timeout_becomes_the_runtimes_heartbeat_timeout(joins, monkeypatch):
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1234")
+  distributed.initialize(peer_timeout_s=7)
+  assert joins == [{"heartbeat_timeout_seconds": 7}]
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True])
+def test_a_peer_timeout_that_is_not_whole_positive_seconds_is_refused(joins, bad):
+  with pytest.raises(errors.ConfigError, match=rf"peer_timeout_s must be a whole number of "
+                                               rf"seconds >= 1, got {bad!r}"):
+    distributed.initialize(peer_timeout_s=bad)
+  assert joins == []
+
+
 def test_a_plain_machine_runs_alone(joins):
   distributed.initialize()
   assert joins == []
@@ -50,13 +68,14 @@ def test_the_jax_variables_join_with_count_and_id_passed_on(joins, monkeypatch):
   monkeypatch.setenv("JAX_PROCESS_ID", "5")
   distributed.initialize()
   # The address JAX reads itself; the count and id it would not.
-  assert joins == [{"num_processes": 16, "process_id": 5}]
+  assert joins == [{"num_processes": 16, "process_id": 5,
+                    "heartbeat_timeout_seconds": distributed.DEFAULT_PEER_TIMEOUT_S}]
 
 
 def test_an_srun_step_of_four_tasks_joins_through_jax_slurm_detection(joins, monkeypatch):
   _slurm(monkeypatch, tasks=4)
   distributed.initialize()
-  assert joins == [{}]
+  assert joins == [_DEFAULTS]
 
 
 def test_a_single_slurm_task_runs_alone(joins, monkeypatch):
@@ -76,7 +95,7 @@ def test_a_batch_script_without_srun_runs_alone_and_says_why(joins, monkeypatch,
 def test_a_tpu_pod_slice_joins_and_a_single_tpu_host_runs_alone(joins, monkeypatch):
   monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5")
   distributed.initialize()
-  assert joins == [{}]
+  assert joins == [_DEFAULTS]
   joins.clear()
   monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "10.0.0.2")
   distributed.initialize()
@@ -86,7 +105,7 @@ def test_a_tpu_pod_slice_joins_and_a_single_tpu_host_runs_alone(joins, monkeypat
 def test_a_cloud_tpu_vm_leaves_finding_its_workers_to_jax(joins, monkeypatch):
   monkeypatch.setattr(cloud_tpu_init, "running_in_cloud_tpu_vm", True)
   distributed.initialize()
-  assert joins == [{}]
+  assert joins == [_DEFAULTS]
 
 
 def test_an_initialized_process_does_not_join_again(joins, monkeypatch):
