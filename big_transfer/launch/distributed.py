@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 import jax
 from jax._src import distributed as jax_distributed
@@ -189,7 +190,8 @@ def _leave(client) -> None:
   as it leaves."""
   if jax.process_index() == 0:
     everyone = list(range(jax.process_count()))
-    # Answered once the others have left (a process that has left is not alive).
-    while len(client.get_live_nodes(everyone)) > 1:
-      pass
+    # A process that has left is not alive. Bounded: one that never leaves is lost anyway.
+    deadline = time.monotonic() + _peer_timeout_s
+    while len(client.get_live_nodes(everyone)) > 1 and time.monotonic() < deadline:
+      time.sleep(0.05)
   jax.distributed.shutdown()
