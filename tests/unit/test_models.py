@@ -185,6 +185,14 @@ def test_parameter_count_equals_timm(variant):
 
 @pytest.mark.parametrize("depth", [26, 50, 101, 152, 200])
 def test_named_depths_have_their_layer_count(depth):
+  # Counted in the network built (shapes only): its convolutions but the projection shortcuts
+  # (the convention behind "ResNet-50"), and the head.
+  model = models.ResNetV2(depth=depth, width=1, num_classes=10)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  layers = [jax.tree_util.keystr(path) for path, leaf in
+            jax.tree_util.tree_flatten_with_path(shapes)[0]
+            if path[-1].key == "kernel" and "conv_proj" not in jax.tree_util.keystr(path)]
+  assert len(layers) == depth, layers[:5]
   assert models.depth_of(models.blocks_for(depth)) == depth
 
 
