@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -42,6 +43,20 @@ def run_main(workdir, data_dir, num_devices=1, timeout=600, env=None, **override
   return subprocess.run(main_args(workdir, data_dir, **overrides), cwd=REPO, text=True,
                         capture_output=True, timeout=timeout,
                         env=env or env_with_devices(num_devices))
+
+
+def wait_for_step(proc: subprocess.Popen, step: int, timeout: float = 300) -> list[str]:
+  """Reads a running program's log (`proc.stderr`) until it reports training step `step`;
+  returns the lines read."""
+  lines, deadline = [], time.time() + timeout
+  while time.time() < deadline:
+    line = proc.stderr.readline()
+    if not line:
+      break
+    lines.append(line)
+    if f"] [{step}] train/" in line:
+      return lines
+  raise AssertionError(f"step {step} never reported:\n{''.join(lines[-30:])}")
 
 
 def free_port() -> int:

@@ -25,12 +25,20 @@ def total_bytes(memory) -> int:
           + memory.generated_code_size_in_bytes)
 
 
+def in_units(value: float, units: tuple[tuple[str, float], ...], spec: str) -> str:
+  """`value` in the largest of `units` ((name, scale), largest first) it reaches, formatted with
+  `spec`; in the last unit when it reaches none."""
+  for unit, scale in units:
+    if value >= scale:
+      break
+  return f"{value / scale:{spec}} {unit}"
+
+
 def size(num_bytes: float) -> str:
   """`num_bytes` in GiB, MiB, KiB or B, as the pre-flight prints it ("2.00 GiB")."""
-  for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-    if num_bytes >= scale:
-      return f"{num_bytes / scale:.2f} {unit}"
-  return f"{num_bytes:.0f} B"
+  if num_bytes < 2**10:
+    return f"{num_bytes:.0f} B"
+  return in_units(num_bytes, (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)), ".2f")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,17 +61,12 @@ def abstract_inputs(exp: experiment.Experiment) -> tuple:
 
 
 def _flops(count: float) -> str:
-  for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-    if count >= scale:
-      return f"{count / scale:.3g} {prefix}FLOP"
-  return f"{count:.3g} FLOP"
+  return fit.in_units(count, tuple((f"{prefix}FLOP", scale) for prefix, scale in (
+      ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1))), ".3g")
 
 
 def _duration(seconds: float) -> str:
-  for unit, scale in (("s", 1), ("ms", 1e-3)):
-    if seconds >= scale:
-      return f"{seconds / scale:.3g} {unit}"
-  return f"{seconds / 1e-6:.3g} us"
+  return fit.in_units(seconds, (("s", 1), ("ms", 1e-3), ("us", 1e-6)), ".3g")
 
 
 @dataclasses.dataclass(frozen=True)

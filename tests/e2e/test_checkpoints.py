@@ -3,7 +3,6 @@ and a resume of another run: test_bad_input.py, on its shared finished run.)"""
 
 import signal
 import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
@@ -49,19 +48,6 @@ def _start(workdir, data_dir):
                           env=cli.env_with_devices(1))
 
 
-def _wait_for_step(proc, step, timeout=300):
-  """Reads the run's log until it reports training step `step`; returns the lines read."""
-  lines, deadline = [], time.time() + timeout
-  while time.time() < deadline:
-    line = proc.stderr.readline()
-    if not line:
-      break
-    lines.append(line)
-    if f"] [{step}] train/" in line:
-      return lines
-  raise AssertionError(f"step {step} never reported:\n{''.join(lines[-30:])}")
-
-
 @pytest.mark.parametrize("sent, after_step, line", [
     (signal.SIGTERM, 7, "Preempted: saved the checkpoint at step {step}"),
     # Ctrl-C stops like a preemption.
@@ -72,7 +58,7 @@ def test_a_signal_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic
                                                              uninterrupted, sent, after_step,
                                                              line):
   proc = _start(tmp_path, synthetic_data_dir)
-  _wait_for_step(proc, after_step)
+  cli.wait_for_step(proc, after_step)
   proc.send_signal(sent)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 143, err[-3000:]
@@ -89,7 +75,7 @@ def test_a_signal_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic
 def test_sigkill_loses_only_steps_since_the_last_checkpoint(tmp_path, synthetic_data_dir,
                                                             uninterrupted):
   proc = _start(tmp_path, synthetic_data_dir)
-  _wait_for_step(proc, 8)
+  cli.wait_for_step(proc, 8)
   proc.kill()
   proc.communicate(timeout=60)
   assert _saved_steps(tmp_path)[-1] in (3, 6)

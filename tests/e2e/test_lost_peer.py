@@ -1,7 +1,6 @@
 """A lost process of a multi-process job: the other stops in one line and a rerun resumes exactly."""
 
 import subprocess
-import time
 
 import jax
 import numpy as np
@@ -25,19 +24,6 @@ def _start_job(workdir, data_dir) -> list[subprocess.Popen]:
           for i in range(2)]
 
 
-def _read_until_step(proc, step, timeout=300) -> str:
-  """Reads `proc`'s log until it reports training step `step`; returns what it read."""
-  lines, deadline = [], time.time() + timeout
-  while time.time() < deadline:
-    line = proc.stderr.readline()
-    if not line:
-      break
-    lines.append(line)
-    if f"] [{step}] train/" in line:
-      return "".join(lines)
-  raise AssertionError(f"step {step} never reported:\n{''.join(lines[-30:])}")
-
-
 def _final_params(workdir):
   return checkpoints.Checkpoints(workdir, every_steps=1, read_only=True).restore_params()
 
@@ -45,7 +31,7 @@ def _final_params(workdir):
 def test_a_killed_process_stops_the_other_in_one_line_and_a_rerun_resumes_exactly(
     tmp_path, synthetic_data_dir):
   procs = _start_job(tmp_path, synthetic_data_dir)
-  _read_until_step(procs[0], 7)
+  cli.wait_for_step(procs[0], 7)
   procs[1].kill()
   procs[1].communicate(timeout=60)
   _, err = procs[0].communicate(timeout=120)  # Never a hang: the watch ends it.
