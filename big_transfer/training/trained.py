@@ -50,7 +50,8 @@ def load_checkpoint(workdir, step: int | None = None) -> Trained:
                                  "training run (python -m big_transfer.main ... --workdir=DIR).")
   if step is None:
     step = available[-1]
-  ckpts.check_step(step)
+  else:
+    ckpts.check_step(step)
   record = ckpts.read_record(step)
   params = ckpts.restore_params(step)
   trained = Trained(jax.tree.map(lambda x: np.asarray(x, np.float32), params), record, step,
