@@ -1,4 +1,5 @@
-"""Distillation through the command line: exact resume after SIGTERM, another teacher refused."""
+"""Distillation through the command line: exact resume after SIGTERM, another teacher refused,
+the export of the student."""
 
 import json
 import signal
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import cli
-from big_transfer import models
+from big_transfer import export, models
 from big_transfer.models import interop
 from big_transfer.training import checkpoints
 
@@ -101,3 +102,17 @@ def test_resuming_with_another_teacher_fails_in_one_line(tmp_path, synthetic_dat
   line = cli.assert_fails_in_one_line(result, "different run", "teacher_sha256: checkpoint has")
   assert "Use a new --workdir" in line
   assert sorted(p.name for p in (uninterrupted / "checkpoints").iterdir()) == before
+
+
+def test_the_export_of_a_distillation_run_is_the_student(uninterrupted, teachers, tmp_path):
+  info = export.export(uninterrupted, tmp_path / "student.npz", "npz")
+  exported = interop.load_bit_npz(tmp_path / "student.npz")
+  student = _final_params(uninterrupted)
+  assert jax.tree.structure(exported) == jax.tree.structure(student)
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(exported)[0],
+                          jax.tree.leaves(student)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  # Teacher and student are both R14x1 with 90 classes here: only the weights tell them apart.
+  teacher = interop.load_bit_npz(teachers[0])
+  assert not np.array_equal(exported["head"]["kernel"], teacher["head"]["kernel"])
+  assert (info["model"], info["num_classes"]) == ("BiT-S-R14x1", 90)
