@@ -3,9 +3,9 @@
 The step is the run's own: `experiment.build` with a mesh over the slice's devices as libtpu's
 compiler describes them without the hardware (`topology_compile`), lowered and compiled ahead of
 time on abstract inputs. `estimate` gives, per device, the bytes of the parameters and optimizer
-state, of the batch, of a distillation run's teachers and of XLA's temporaries, their total against the chip's HBM (`fit`), the
-FLOPs of a step, and the step time and images/s at an assumed utilization; `python -m
-big_transfer.preflight` prints it.
+state, of the batch, of a distillation run's teachers and of XLA's temporaries, their total
+against the chip's HBM (`fit`), the FLOPs of a step, and the step time and images/s at an
+assumed utilization; `python -m big_transfer.preflight` prints it.
 """
 
 import dataclasses

@@ -73,10 +73,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   try:
     state, start = _initial_or_restored_state(config, exp, ckpts)
     frozen = exp.frozen_inputs()
-    teacher = (evaluation.TeacherPredictions(exp.steps.teacher_eval, *frozen)
-               if exp.teacher else None)
+    teacher_predictions = (evaluation.TeacherPredictions(exp.steps.teacher_eval, *frozen)
+                           if exp.teacher else None)
     evaluate = functools.partial(_evaluate, config, exp, fewshot_cfgs, ready_evals,
-                                 teacher=teacher)
+                                 teacher=teacher_predictions)
     writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
     state, status, train_metrics, first_step_done = _loop(config, exp, evaluate, state, frozen,
                                                           start, ckpts, writer)
@@ -88,8 +88,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       results = evaluate(state.params)
       writer.write_scalars(summary["step"], results)
       summary.update(results)
-      if teacher is not None:  # Written with the first evaluation, a constant of the run.
-        summary["eval/teacher_accuracy"] = teacher.accuracy
+      if teacher_predictions is not None:  # A constant of the run, written to the metrics once.
+        summary["eval/teacher_accuracy"] = teacher_predictions.accuracy
   finally:
     ckpts.wait()  # A save in flight completes even when the loop failed.
     ckpts.close()

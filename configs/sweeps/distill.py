@@ -1,8 +1,10 @@
 """Distillation sweeps (configs/distill.py): the paper's small-data grid, and the built-in demo.
 
-    python -m big_transfer.sweep --sweep=configs/sweeps/distill.py:flowers=R152x2_T_flowers128.npz,pet=R152x2_T_pet128.npz \
+    python -m big_transfer.sweep \
+        --sweep=configs/sweeps/distill.py:flowers=R152x2_T_flowers128.npz,pet=R152x2_T_pet128.npz \
         --workdir=/runs/distill_small --set=config.data.data_dir=/data/tensorflow_datasets
-    python -m big_transfer.sweep --sweep=configs/sweeps/distill.py:demo --workdir=/tmp/bit_distill_sweep
+    python -m big_transfer.sweep --sweep=configs/sweeps/distill.py:demo \
+        --workdir=/tmp/bit_distill_sweep
 
 Small data (big_vision's configs/proj/distill/bigsweep_flowers_pet.py, after Beyer et al., CVPR
 2022): oxford_flowers102 and oxford_iiit_pet, each distilled from its own teacher, x the recipe's

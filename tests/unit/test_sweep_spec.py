@@ -211,7 +211,8 @@ def test_distill_crosses_flowers_and_pets_each_from_its_teacher_with_the_three_v
       "dataset=oxford_flowers102,teacher=f.npz+g.npz,variant=fast,seed=0",
       "dataset=oxford_flowers102,teacher=f.npz+g.npz,variant=fast,seed=1",
       "dataset=oxford_flowers102,teacher=f.npz+g.npz,variant=medium,seed=0"]
-  assert _names(members)[-1] == "dataset=oxford_iiit_pet,teacher=R152x2_T_pet128.npz,variant=long,seed=1"
+  assert _names(members)[-1] == ("dataset=oxford_iiit_pet,teacher=R152x2_T_pet128.npz,"
+                                 "variant=long,seed=1")
   configs = {(m.settings["dataset"], m.settings["variant"], m.settings["config.seed"]):
              _recipe_config(m, "/w") for m in members}
   flowers_fast = configs["oxford_flowers102", "fast", 1]
