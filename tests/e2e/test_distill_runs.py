@@ -17,9 +17,12 @@ from big_transfer.models import interop
 from big_transfer.training import checkpoints
 
 TOTAL_STEPS = 8
-# The distillation recipe, shrunk: 16 px, batch 16, few steps, no few-shot probes.
+EVAL_EVERY = 4
+# The distillation recipe, shrunk: 16 px, batch 16, few steps, no few-shot probes, an
+# evaluation mid-way.
 RUN = {"total_steps": TOTAL_STEPS, "warmup_steps": 2, "checkpoint_every_steps": 3,
-       "log_every_steps": 1, "batch_size": 16, "data.crop": 16, "eval_batch_size": 64}
+       "log_every_steps": 1, "batch_size": 16, "data.crop": 16, "eval_batch_size": 64,
+       "eval_every_steps": EVAL_EVERY}
 
 
 def _teacher(path, seed):
@@ -68,6 +71,15 @@ def test_a_distillation_run_reports_student_teacher_agreement_and_kl(uninterrupt
     assert 0 <= summary[key] <= 1, key
   assert summary["eval/kl"] > 0
   assert summary["train"]["loss"] > 0
+
+
+def test_the_teachers_top1_is_written_once_agreement_and_kl_at_every_evaluation(uninterrupted):
+  for tag in ("eval/accuracy", "eval/agreement", "eval/kl"):
+    assert [step for step, _ in cli.scalars(uninterrupted, tag)] == [EVAL_EVERY, TOTAL_STEPS], tag
+  [(step, accuracy)] = cli.scalars(uninterrupted, "eval/teacher_accuracy")
+  assert step == EVAL_EVERY
+  summary = json.loads((uninterrupted / "summary.json").read_text())
+  assert summary["eval/teacher_accuracy"] == pytest.approx(accuracy, rel=1e-6)
 
 
 def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_data_dir,
