@@ -8,7 +8,8 @@
 Then train with `dataset=NAME` and `data.data_dir=DIR` (docs/data.md). Large conversions run on
 Apache Beam through TFDS (`--beam_runner=DataflowRunner --beam_options="--project=... ..."`,
 or Flink, Spark, or the DirectRunner on one machine). Running it again on a finished data set
-does nothing; an interrupted one starts again from the beginning.
+does nothing; on an interrupted one, it keeps the classes that one finished and converts the rest
+(convert_work).
 """
 
 import re
@@ -23,6 +24,7 @@ from big_transfer import errors
 from big_transfer.data import class_orders
 from big_transfer.data import convert_builder
 from big_transfer.data import convert_sources
+from big_transfer.data import convert_work
 
 FORMATS = ("tfrecord", "array_record")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -76,25 +78,25 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
   percents = convert_sources.parse_split_percent(split_percent) if split_percent else None
   class_names, absent, units = convert_sources.plan(
       source, percents, lambda present: class_orders.label_order(present, classes))
-  # Beside the data set, not inside its folder, where TFDS would take it for a config.
-  report_dir = f"{data_dir.rstrip('/')}/.{name}-{convert_builder.VERSION}.unit_reports"
+  work_dir = convert_work.work_dir(data_dir, name, convert_builder.VERSION)
   conversion = convert_builder.Conversion(
       source=source, class_names=class_names, absent_classes=absent, units=units,
-      workers=workers, report_dir=report_dir, beam=bool(beam_runner or beam_options))
+      workers=workers, work_dir=work_dir, beam=bool(beam_runner or beam_options))
   builder = convert_builder.builder(name, data_dir, conversion, file_format)
   if builder.is_prepared():
     logging.info("%s is prepared already in %s; nothing to do.", name, builder.data_path)
     return convert_builder.read_report(builder)
-  convert_builder.clear_unit_reports(conversion)  # Of a run that was killed.
-  try:
-    # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir.
-    with tempfile.TemporaryDirectory() as downloads:
-      builder.download_and_prepare(
-          download_dir=downloads,
-          download_config=_download_config(shards, beam_runner, beam_options))
-  except BaseException:  # TFDS removes its half-written folder; the unit reports go with it.
-    convert_builder.clear_unit_reports(conversion)
-    raise
+  # --shards and --format are not among them: the units kept do not depend on them.
+  kept = convert_work.start(work_dir, {"--source": source, "--split_percent": split_percent,
+                                       "--classes": classes}, units)
+  if kept:
+    logging.info("Resuming the conversion kept in %s: %d of %d units (a class of a split each) "
+                 "are converted already; converting the rest.", work_dir, kept,
+                 sum(len(split_units) for split_units in units.values()))
+  # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir.
+  with tempfile.TemporaryDirectory() as downloads:
+    builder.download_and_prepare(
+        download_dir=downloads, download_config=_download_config(shards, beam_runner, beam_options))
   return convert_builder.write_report(builder, conversion)
 
 

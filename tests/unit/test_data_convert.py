@@ -4,6 +4,7 @@ DirectRunner, restarts, and each host reading only its share of the converted fi
 
 import hashlib
 import io
+import json
 import logging
 import math
 import tarfile
@@ -148,27 +149,61 @@ def test_a_finished_data_set_is_left_as_it_is(image_folder, converted):
   assert {p: p.stat().st_mtime_ns for p in data_dir.rglob("*") if p.is_file()} == before
 
 
-def test_an_interrupted_conversion_leaves_nothing_and_restarts_cleanly(image_folder, converted,
-                                                                       tmp_path, monkeypatch):
-  repair, calls = image_repair.repair, []
+_REPAIR = image_repair.repair
 
-  def failing(data_, name):
+
+def _count_repairs(monkeypatch, interrupt_at=None):
+  """Makes image_repair.repair note the names it is called with (in the returned list) and raise
+  KeyboardInterrupt at its call number `interrupt_at`."""
+  calls = []
+
+  def counted(data_, name):
     calls.append(name)
-    if len(calls) == 10:
+    if len(calls) == interrupt_at:
       raise KeyboardInterrupt
-    return repair(data_, name)
+    return _REPAIR(data_, name)
 
-  monkeypatch.setattr(image_repair, "repair", failing)
+  monkeypatch.setattr(image_repair, "repair", counted)
+  return calls
+
+
+def test_an_interrupted_conversion_is_invisible_then_resumes_to_the_same_files(
+    image_folder, converted, tmp_path, monkeypatch, caplog):
+  source, work_dir = f"folder:{image_folder}", tmp_path / ".my_images-1.0.0.converting"
+  _count_repairs(monkeypatch, interrupt_at=12)  # In the second class of the train split.
   with pytest.raises(KeyboardInterrupt):
-    convert.convert(f"folder:{image_folder}", "my_images", str(tmp_path),
-                    split_percent="train=75,test=25", shards=4, workers=1)
-  assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # No records, no unit reports.
+    # Other --shards than the rerun's: the classes kept do not depend on them.
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    shards=2, workers=1)
   with pytest.raises(tfds.core.DatasetNotFoundError):
     tfds.builder("my_images", data_dir=str(tmp_path))
-  monkeypatch.setattr(image_repair, "repair", repair)
-  convert.convert(f"folder:{image_folder}", "my_images", str(tmp_path),
-                  split_percent="train=75,test=25", shards=4)
+  # No records of the data set: only what the work dir keeps.
+  assert not [p for p in tmp_path.rglob("*") if p.is_file() and work_dir not in p.parents]
+  kept = sorted(p.name for p in work_dir.glob("*.json") if p.name != "plan.json")
+  assert kept == ["train-000000.json"]  # The first class; not the second, half read.
+  first_class = sum(json.loads((work_dir / kept[0]).read_text())["counts"].values())
+
+  calls = _count_repairs(monkeypatch)
+  with caplog.at_level(logging.INFO):
+    report = convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                             shards=4, workers=2)
+  assert "1 of 6 units (a class of a split each) are converted already" in caplog.text
+  assert len(calls) == 27 - first_class  # Every image file but those of the kept class.
   assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
+  assert report == converted[1]
+  assert not work_dir.exists()
+
+
+def test_a_rerun_with_other_arguments_is_refused_naming_them(image_folder, tmp_path, monkeypatch):
+  source = f"folder:{image_folder}"
+  _count_repairs(monkeypatch, interrupt_at=1)
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25")
+  with pytest.raises(errors.ConfigError, match=r"interrupted conversion with "
+                     r"--split_percent='train=75,test=25' \(now 'train=50,test=50'\); rerun it "
+                     r"with those arguments to resume it, or remove .*\.my_images-1\.0\.0\."
+                     r"converting to start over"):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=50,test=50")
 
 
 def test_the_beam_direct_runner_writes_the_same_examples(image_folder, converted, tmp_path):

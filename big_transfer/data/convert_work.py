@@ -1,0 +1,150 @@
+"""What a conversion keeps beside its data set until it is done, so that a rerun resumes it.
+
+TFDS's writer orders a split's examples by a hash of their keys and cuts the shards only once it
+has seen every example of the split, so no output shard exists before the split's last image is
+read; TFDS also writes into a temporary folder that it removes on failure. What a conversion can
+keep is therefore its units (one class of one split): each unit's examples, once read and
+checked, are spooled into `WORK_DIR/SPLIT-LABEL.tfrecord`, and a record of the unit (its image
+outcomes, its example count and the SHA-256 of the spool) is written after the spool is closed and
+renamed into place. A rerun reads a unit whose spool matches its record from the spool instead of
+the source; a unit without a record, or whose spool does not match, is converted again, so a
+partly written unit is never kept. The shards are written by TFDS from the same examples either
+way, so a resumed conversion writes the same files as an uninterrupted one, with any --shards
+and --format: nothing kept depends on them.
+
+The work dir also holds the plan (source, split percentages, label order and the units they make);
+a rerun with another plan is refused, naming what differs, instead of mixing two conversions.
+"""
+
+from collections.abc import Iterator
+import hashlib
+import json
+
+from absl import logging
+from etils import epath
+import tensorflow as tf
+
+from big_transfer import atomic
+from big_transfer import errors
+from big_transfer.data import convert_sources
+
+PLAN = "plan.json"
+_CHUNK = 1 << 22
+
+
+def work_dir(data_dir: str, name: str, version: str) -> str:
+  # Beside the data set, not inside its folder, where TFDS would take it for a config.
+  return f"{data_dir.rstrip('/')}/.{name}-{version}.converting"
+
+
+def _unit_paths(work: str, unit: convert_sources.Unit) -> tuple[epath.Path, epath.Path]:
+  stem = epath.Path(work) / f"{unit.split}-{unit.label:06d}"
+  return stem.with_suffix(".tfrecord"), stem.with_suffix(".json")
+
+
+def _digest(path: epath.Path) -> str:
+  sha = hashlib.sha256()
+  with tf.io.gfile.GFile(str(path), "rb") as f:
+    while chunk := f.read(_CHUNK):
+      sha.update(chunk)
+  return sha.hexdigest()
+
+
+def start(work: str, arguments: dict, units: dict[str, list[convert_sources.Unit]]) -> int:
+  """Opens the work dir of a conversion: records its plan, or checks it against the plan of the
+  interrupted conversion found there; returns how many units that one finished (as recorded:
+  each spool is checked when it is read).
+
+  Args:
+    work: the work dir (`work_dir`).
+    arguments: the flags that decide the examples, e.g. {"--source": ..., "--split_percent": ...}.
+    units: output split -> its units.
+  Raises:
+    ConfigError: the work dir holds an interrupted conversion with other arguments or units.
+  """
+  plan = {"arguments": arguments,
+          "units": {split: [repr(unit) for unit in split_units]
+                    for split, split_units in units.items()}}
+  plan_path = epath.Path(work) / PLAN
+  if not plan_path.exists():
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(plan_path, plan)
+    return 0
+  kept = json.loads(plan_path.read_text())
+  if kept != plan:
+    changed = [f"{flag}={kept['arguments'].get(flag)!r} (now {value!r})"
+               for flag, value in arguments.items() if kept["arguments"].get(flag) != value]
+    what = (", ".join(changed) if changed else
+            "the same arguments, but the source's classes or archive layout have changed since")
+    raise errors.ConfigError(f"{work} holds an interrupted conversion with {what}; rerun it with "
+                             f"those arguments to resume it, or remove {work} to start over.")
+  return sum(_unit_paths(work, unit)[1].exists()
+             for split_units in units.values() for unit in split_units)
+
+
+def _kept(work: str, unit: convert_sources.Unit) -> bool:
+  """Whether the unit's spool is complete: its record is there and matches the spool's bytes."""
+  spool, record = _unit_paths(work, unit)
+  if not record.exists():
+    return False
+  if spool.exists() and _digest(spool) == json.loads(record.read_text())["sha256"]:
+    return True
+  logging.warning("The spool %s does not match its record; converting %s again.", spool,
+                  unit.class_name)
+  return False
+
+
+def _spooled(spool: epath.Path, label: int) -> Iterator[tuple[str, dict]]:
+  for serialized in tf.data.TFRecordDataset(str(spool)).as_numpy_iterator():
+    feature = tf.train.Example.FromString(serialized).features.feature
+    key = feature["file_name"].bytes_list.value[0].decode("utf-8")
+    yield key, {"image": feature["image"].bytes_list.value[0], "label": label, "file_name": key}
+
+
+def _spool_record(key: str, image: bytes) -> bytes:
+  return tf.train.Example(features=tf.train.Features(feature={
+      "file_name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key.encode("utf-8")])),
+      "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+  })).SerializeToString()
+
+
+def unit_examples(work: str, unit: convert_sources.Unit,
+                  convert_unit) -> Iterator[tuple[str, dict]]:
+  """(key, example) of each stored image of the unit: from its spool when a conversion before this
+  one finished it, else from `convert_unit(unit)`, which yields them and returns the unit's
+  report (a JSON-able dict), while spooling them; the unit's record is written once its spool is
+  complete (again, identically, if a Beam worker retries the unit)."""
+  spool, record = _unit_paths(work, unit)
+  if _kept(work, unit):
+    yield from _spooled(spool, unit.label)
+    return
+  staged = atomic.temporary_path(spool)
+  try:
+    count = 0
+    with tf.io.TFRecordWriter(str(staged)) as writer:
+      examples = convert_unit(unit)
+      while True:
+        try:
+          key, example = next(examples)
+        except StopIteration as done:
+          report = done.value
+          break
+        writer.write(_spool_record(key, example["image"]))
+        count += 1
+        yield key, example
+    digest = _digest(staged)
+    staged.replace(spool)
+  finally:
+    if staged.exists():
+      staged.unlink()
+  atomic.write_json(record, {**report, "examples": count, "sha256": digest})
+
+
+def unit_report(work: str, unit: convert_sources.Unit) -> dict:
+  """The record of a finished unit: its report, example count and spool digest."""
+  return json.loads(_unit_paths(work, unit)[1].read_text())
+
+
+def clear(work: str) -> None:
+  """Removes the work dir of a conversion, once its data set is complete."""
+  epath.Path(work).rmtree(missing_ok=True)
