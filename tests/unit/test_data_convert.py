@@ -300,12 +300,17 @@ def test_bad_arguments_name_the_value_and_the_fix(image_folder, tmp_path, kwargs
     convert.convert(args.pop("source"), args.pop("name"), args.pop("data_dir"), **args)
 
 
-def test_the_array_record_format_is_written_and_read_by_tfds(image_folder, converted, tmp_path):
+def test_the_array_record_format_is_written_and_read_by_tfds_but_not_trained_on(
+    image_folder, converted, tmp_path):
   convert.convert(f"folder:{image_folder}", "my_images", str(tmp_path),
                   split_percent="train=75,test=25", shards=2, file_format="array_record")
   builder = tfds.builder("my_images", data_dir=str(tmp_path))
   assert any("array_record" in p.name for p in builder.data_path.iterdir())
   assert len(builder.as_data_source(split="train")) == converted[1]["examples"]["train"]
+  # The input pipeline is tf.data, which TFDS does not feed from array_record files.
+  with pytest.raises(errors.DataError, match="stored as array_record files, which TFDS cannot "
+                                             "read into tf.data.*--format=tfrecord"):
+    data.dataset_info(data.InputConfig(dataset="my_images", data_dir=str(tmp_path), crop=16))
 
 
 def _shard_of_each_example(data_dir, name, split):
