@@ -77,19 +77,26 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
   if workers < 1:
     raise errors.ConfigError(f"--workers must be >= 1, got {workers}.")
   percents = convert_sources.parse_split_percent(split_percent) if split_percent else None
-  class_names, absent, units = convert_sources.plan(
-      source, percents, lambda present: class_orders.label_order(present, classes))
   work_dir = convert_work.work_dir(data_dir, name, convert_builder.VERSION)
+  # --shards and --format are not among them: the units kept do not depend on them.
+  arguments = {"--source": source, "--split_percent": split_percent, "--classes": classes}
+  finished = convert_builder.prepared(name, data_dir)
+  if finished:
+    logging.info("%s is prepared already in %s; nothing to do.", name, finished.data_path)
+    return convert_builder.read_report(finished)
+  convert_work.start(work_dir, arguments)
+  try:
+    class_names, absent, units = convert_sources.plan(
+        source, percents, lambda present: class_orders.label_order(present, classes),
+        unpack_dir=convert_work.unpack_dir(work_dir))
+  except errors.UserError:
+    convert_work.clear_if_unused(work_dir)  # Nothing to resume: a bad source is not kept.
+    raise
   conversion = convert_builder.Conversion(
       source=source, class_names=class_names, absent_classes=absent, units=units,
       workers=workers, work_dir=work_dir, beam=bool(beam_runner or beam_options))
   builder = convert_builder.builder(name, data_dir, conversion, file_format)
-  if builder.is_prepared():
-    logging.info("%s is prepared already in %s; nothing to do.", name, builder.data_path)
-    return convert_builder.read_report(builder)
-  # --shards and --format are not among them: the units kept do not depend on them.
-  kept = convert_work.start(work_dir, {"--source": source, "--split_percent": split_percent,
-                                       "--classes": classes}, units)
+  kept = convert_work.resume(work_dir, units)
   if kept:
     logging.info("Resuming the conversion kept in %s: %d of %d units (a class of a split each) "
                  "are converted already; converting the rest.", work_dir, kept,

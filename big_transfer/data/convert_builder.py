@@ -138,6 +138,15 @@ def builder(name: str, data_dir: str, conversion: Conversion,
   return cls(data_dir=data_dir, conversion=conversion, file_format=file_format)
 
 
+def prepared(name: str, data_dir: str) -> tfds.core.DatasetBuilder | None:
+  """The reader of the data set `name` if a conversion finished it in data_dir, else None."""
+  try:
+    found = tfds.builder(f"{name}:{VERSION}", data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    return None
+  return found if found.is_prepared() else None
+
+
 def read_report(builder_: tfds.core.DatasetBuilder) -> dict:
   """The conversion report of a prepared data set."""
   return json.loads((builder_.data_path / REPORT).read_text())

@@ -12,8 +12,10 @@ partly written unit is never kept. The shards are written by TFDS from the same 
 way, so a resumed conversion writes the same files as an uninterrupted one, with any --shards
 and --format: nothing kept depends on them.
 
-The work dir also holds the plan (source, split percentages, label order and the units they make);
-a rerun with another plan is refused, naming what differs, instead of mixing two conversions.
+The work dir also holds the arguments that decide the examples (source, split percentages, label
+order) and the units they made, and the class tars of a compressed archive (convert_sources); a
+rerun with other arguments, or whose source gives other units, is refused, naming what differs,
+instead of mixing two conversions.
 """
 
 from collections.abc import Iterator
@@ -28,13 +30,18 @@ from big_transfer import atomic
 from big_transfer import errors
 from big_transfer.data import convert_sources
 
-PLAN = "plan.json"
+ARGUMENTS, UNITS = "arguments.json", "units.json"
 _CHUNK = 1 << 22
 
 
 def work_dir(data_dir: str, name: str, version: str) -> str:
   # Beside the data set, not inside its folder, where TFDS would take it for a config.
   return f"{data_dir.rstrip('/')}/.{name}-{version}.converting"
+
+
+def unpack_dir(work: str) -> str:
+  """Where the class tars of a compressed archive are unpacked (convert_sources.plan)."""
+  return f"{work}/archive"
 
 
 def _unit_paths(work: str, unit: convert_sources.Unit) -> tuple[epath.Path, epath.Path]:
@@ -50,34 +57,47 @@ def _digest(path: epath.Path) -> str:
   return sha.hexdigest()
 
 
-def start(work: str, arguments: dict, units: dict[str, list[convert_sources.Unit]]) -> int:
-  """Opens the work dir of a conversion: records its plan, or checks it against the plan of the
-  interrupted conversion found there; returns how many units that one finished (as recorded:
-  each spool is checked when it is read).
+def start(work: str, arguments: dict) -> None:
+  """Opens the work dir of a conversion: records the arguments that decide its examples, or checks
+  them against those of the interrupted conversion found there.
 
   Args:
     work: the work dir (`work_dir`).
-    arguments: the flags that decide the examples, e.g. {"--source": ..., "--split_percent": ...}.
-    units: output split -> its units.
+    arguments: e.g. {"--source": ..., "--split_percent": ..., "--classes": ...}.
   Raises:
-    ConfigError: the work dir holds an interrupted conversion with other arguments or units.
+    ConfigError: the work dir holds an interrupted conversion with other arguments.
   """
-  plan = {"arguments": arguments,
-          "units": {split: [repr(unit) for unit in split_units]
-                    for split, split_units in units.items()}}
-  plan_path = epath.Path(work) / PLAN
-  if not plan_path.exists():
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(plan_path, plan)
+  path = epath.Path(work) / ARGUMENTS
+  if not path.exists():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, arguments)
+    return
+  kept = json.loads(path.read_text())
+  if kept != arguments:
+    changed = ", ".join(f"{flag}={kept.get(flag)!r} (now {value!r})"
+                        for flag, value in arguments.items() if kept.get(flag) != value)
+    raise errors.ConfigError(f"{work} holds an interrupted conversion with {changed}; rerun it "
+                             "with those arguments to resume it, or remove that folder to start "
+                             "over.")
+
+
+def resume(work: str, units: dict[str, list[convert_sources.Unit]]) -> int:
+  """Records the units of a conversion that `start` opened, or checks them against those of the
+  interrupted conversion; returns how many units that one finished (as recorded: each spool is
+  checked when it is read).
+
+  Raises:
+    ConfigError: the same arguments gave other units (the source changed).
+  """
+  plan = {split: [repr(unit) for unit in split_units] for split, split_units in units.items()}
+  path = epath.Path(work) / UNITS
+  if not path.exists():
+    atomic.write_json(path, plan)
     return 0
-  kept = json.loads(plan_path.read_text())
-  if kept != plan:
-    changed = [f"{flag}={kept['arguments'].get(flag)!r} (now {value!r})"
-               for flag, value in arguments.items() if kept["arguments"].get(flag) != value]
-    what = (", ".join(changed) if changed else
-            "the same arguments, but the source's classes or archive layout have changed since")
-    raise errors.ConfigError(f"{work} holds an interrupted conversion with {what}; rerun it with "
-                             f"those arguments to resume it, or remove {work} to start over.")
+  if json.loads(path.read_text()) != plan:
+    raise errors.ConfigError(f"{work} holds an interrupted conversion with the same arguments, "
+                             "but the source's classes or archive layout have changed since; "
+                             "remove that folder to start over.")
   return sum(_unit_paths(work, unit)[1].exists()
              for split_units in units.values() for unit in split_units)
 
@@ -143,6 +163,12 @@ def unit_examples(work: str, unit: convert_sources.Unit,
 def unit_report(work: str, unit: convert_sources.Unit) -> dict:
   """The record of a finished unit: its report, example count and spool digest."""
   return json.loads(_unit_paths(work, unit)[1].read_text())
+
+
+def clear_if_unused(work: str) -> None:
+  """Removes the work dir that `start` opened if nothing was kept in it since."""
+  if [p.name for p in epath.Path(work).iterdir()] == [ARGUMENTS]:
+    clear(work)
 
 
 def clear(work: str) -> None:

@@ -2,6 +2,7 @@
 files twice over, repaired and dropped images counted, the published ImageNet-21k order, Beam's
 DirectRunner, restarts, and each host reading only its share of the converted files."""
 
+import gzip
 import hashlib
 import io
 import json
@@ -19,6 +20,7 @@ from big_transfer import data
 from big_transfer import errors
 from big_transfer.data import class_lists
 from big_transfer.data import convert
+from big_transfer.data import convert_work
 from big_transfer.data import folder_source
 from big_transfer.data import image_repair
 from big_transfer.data import tfds_source
@@ -179,7 +181,8 @@ def test_an_interrupted_conversion_is_invisible_then_resumes_to_the_same_files(
     tfds.builder("my_images", data_dir=str(tmp_path))
   # No records of the data set: only what the work dir keeps.
   assert not [p for p in tmp_path.rglob("*") if p.is_file() and work_dir not in p.parents]
-  kept = sorted(p.name for p in work_dir.glob("*.json") if p.name != "plan.json")
+  kept = sorted(p.name for p in work_dir.glob("*.json")
+                if p.name not in (convert_work.ARGUMENTS, convert_work.UNITS))
   assert kept == ["train-000000.json"]  # The first class; not the second, half read.
   first_class = sum(json.loads((work_dir / kept[0]).read_text())["counts"].values())
 
@@ -199,10 +202,10 @@ def test_a_rerun_with_other_arguments_is_refused_naming_them(image_folder, tmp_p
   _count_repairs(monkeypatch, interrupt_at=1)
   with pytest.raises(KeyboardInterrupt):
     convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25")
-  with pytest.raises(errors.ConfigError, match=r"interrupted conversion with "
-                     r"--split_percent='train=75,test=25' \(now 'train=50,test=50'\); rerun it "
-                     r"with those arguments to resume it, or remove .*\.my_images-1\.0\.0\."
-                     r"converting to start over"):
+  with pytest.raises(errors.ConfigError, match=r"\.my_images-1\.0\.0\.converting holds an "
+                     r"interrupted conversion with --split_percent='train=75,test=25' \(now "
+                     r"'train=50,test=50'\); rerun it with those arguments to resume it, or "
+                     r"remove that folder to start over"):
     convert.convert(source, "my_images", str(tmp_path), split_percent="train=50,test=50")
 
 
@@ -275,13 +278,26 @@ def test_a_tar_of_tars_keeps_its_own_sorted_classes_by_default(tmp_path):
     convert.convert(f"tar:{archive}", "winter2", str(tmp_path / "out"), classes="imagenet21k")
 
 
-def test_a_compressed_archive_is_refused_with_what_to_do(tmp_path):
-  archive = tmp_path / "winter21_whole.tar.gz"
-  with tarfile.open(archive, "w:gz") as outer:
-    member = tarfile.TarInfo("n01440764.tar")
-    outer.addfile(member, io.BytesIO(b""))
-  with pytest.raises(errors.DataError, match="not an uncompressed tar.*gunzip"):
+def test_a_compressed_tar_of_tars_converts_to_the_same_files_as_the_plain_tar(tmp_path):
+  archive = tmp_path / "winter21_whole.tar"
+  _tar_of_tars(archive, {WNIDS[1]: 3, WNIDS[0]: 2})
+  with gzip.open(tmp_path / "winter21_whole.tar.gz", "wb") as compressed:
+    compressed.write(archive.read_bytes())
+  plain = convert.convert(f"tar:{archive}", "winter", str(tmp_path / "plain"))
+  from_gzip = convert.convert(f"tar:{archive}.gz", "winter", str(tmp_path / "gzip"))
+  assert sum(from_gzip["examples"].values()) == 5
+  assert {**from_gzip, "source": None} == {**plain, "source": None}
+  assert _records(tmp_path / "gzip", "winter") == _records(tmp_path / "plain", "winter")
+  assert [p.name for p in (tmp_path / "gzip").iterdir()] == ["winter"]  # The unpacked tars too.
+
+
+def test_an_archive_that_is_no_tar_is_refused_with_what_to_do(tmp_path):
+  archive = tmp_path / "images.zip"
+  archive.write_bytes(b"PK\x03\x04 not a tar")
+  with pytest.raises(errors.DataError, match="is not a tar, nor a tar compressed with gzip, bzip2 "
+                                             "or xz.*--source=folder:DIR"):
     convert.convert(f"tar:{archive}", "winter", str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 @pytest.mark.parametrize("kwargs, message", [
