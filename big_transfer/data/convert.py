@@ -80,10 +80,10 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
   work_dir = convert_work.work_dir(data_dir, name, convert_builder.VERSION)
   # --shards and --format are not among them: the units kept do not depend on them.
   arguments = {"--source": source, "--split_percent": split_percent, "--classes": classes}
-  finished = convert_builder.prepared(name, data_dir)
+  finished = convert_builder.finished_report(name, data_dir)
   if finished:
-    logging.info("%s is prepared already in %s; nothing to do.", name, finished.data_path)
-    return convert_builder.read_report(finished)
+    logging.info("%s is converted already in %s; nothing to do.", name, data_dir)
+    return finished
   convert_work.start(work_dir, arguments)
   try:
     class_names, absent, units = convert_sources.plan(
@@ -101,7 +101,8 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
     logging.info("Resuming the conversion kept in %s: %d of %d units (a class of a split each) "
                  "are converted already; converting the rest.", work_dir, kept,
                  sum(len(split_units) for split_units in units.values()))
-  # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir.
+  # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir. On a data
+  # set TFDS finished before the last run could write its report, TFDS does nothing.
   with tempfile.TemporaryDirectory() as downloads:
     builder.download_and_prepare(
         download_dir=downloads, download_config=_download_config(shards, beam_runner, beam_options))

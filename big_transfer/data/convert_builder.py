@@ -71,13 +71,13 @@ def converted_unit(unit: convert_sources.Unit, workers: int):
   """Yields (key, example) of each stored image of the unit, read from the source and checked by
   `workers` threads; returns the unit's report: {"split", "class", "counts": outcome -> images,
   "dropped": keys of the dropped files}."""
-  def prepared(named):
+  def repaired(named):
     name, data = named
     return name, *image_repair.repair(data, name)
 
   counts = collections.Counter()
   dropped = []
-  for name, data, outcome in _ordered_map(prepared, convert_sources.files(unit), workers):
+  for name, data, outcome in _ordered_map(repaired, convert_sources.files(unit), workers):
     counts[outcome] += 1
     key = f"{unit.class_name}/{name}"
     if data is None:
@@ -138,18 +138,15 @@ def builder(name: str, data_dir: str, conversion: Conversion,
   return cls(data_dir=data_dir, conversion=conversion, file_format=file_format)
 
 
-def prepared(name: str, data_dir: str) -> tfds.core.DatasetBuilder | None:
-  """The reader of the data set `name` if a conversion finished it in data_dir, else None."""
+def finished_report(name: str, data_dir: str) -> dict | None:
+  """The conversion report of the data set `name` in data_dir if a conversion finished it, else
+  None (also when TFDS completed the data set but the conversion ended before its report)."""
   try:
     found = tfds.builder(f"{name}:{VERSION}", data_dir=data_dir)
   except tfds.core.DatasetNotFoundError:
     return None
-  return found if found.is_prepared() else None
-
-
-def read_report(builder_: tfds.core.DatasetBuilder) -> dict:
-  """The conversion report of a prepared data set."""
-  return json.loads((builder_.data_path / REPORT).read_text())
+  report = found.data_path / REPORT
+  return json.loads(report.read_text()) if found.is_prepared() and report.exists() else None
 
 
 def write_report(builder_: tfds.core.DatasetBuilder, conversion: Conversion) -> dict:

@@ -20,6 +20,7 @@ from big_transfer import data
 from big_transfer import errors
 from big_transfer.data import class_lists
 from big_transfer.data import convert
+from big_transfer.data import convert_builder
 from big_transfer.data import convert_work
 from big_transfer.data import folder_source
 from big_transfer.data import image_repair
@@ -195,6 +196,26 @@ def test_an_interrupted_conversion_is_invisible_then_resumes_to_the_same_files(
   assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
   assert report == converted[1]
   assert not work_dir.exists()
+
+
+def test_a_conversion_that_ended_before_its_report_gets_it_from_a_rerun(image_folder, converted,
+                                                                      tmp_path, monkeypatch):
+  source, write_report = f"folder:{image_folder}", convert_builder.write_report
+
+  def ended(*args):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(convert_builder, "write_report", ended)
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    shards=4)
+  assert tfds.builder("my_images", data_dir=str(tmp_path)).is_prepared()
+  monkeypatch.setattr(convert_builder, "write_report", write_report)
+  calls = _count_repairs(monkeypatch)
+  report = convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                           shards=4)
+  assert report == converted[1] and not calls  # From the kept units; no image is read again.
+  assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
 
 
 def test_a_rerun_with_other_arguments_is_refused_naming_them(image_folder, tmp_path, monkeypatch):
