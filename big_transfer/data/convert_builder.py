@@ -13,7 +13,7 @@ Reading a converted data set needs none of this code: `tfds.builder(NAME, data_d
 its metadata and records as TFDS reads any prepared data set.
 """
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 import collections
 import concurrent.futures
 import dataclasses
@@ -67,7 +67,8 @@ def _ordered_map(fn, items, workers: int) -> Iterator:
       yield pending.popleft().result()
 
 
-def converted_unit(unit: convert_sources.Unit, workers: int):
+def converted_unit(unit: convert_sources.Unit,
+                   workers: int) -> Generator[tuple[str, dict], None, dict]:
   """Yields (key, example) of each stored image of the unit, read from the source and checked by
   `workers` threads; returns the unit's report: {"split", "class", "counts": outcome -> images,
   "dropped": keys of the dropped files}."""

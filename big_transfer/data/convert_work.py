@@ -18,7 +18,7 @@ rerun with other arguments, or whose source gives other units, is refused, namin
 instead of mixing two conversions.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 import hashlib
 import json
 
@@ -129,7 +129,9 @@ def _spool_record(key: str, image: bytes) -> bytes:
 
 
 def unit_examples(work: str, unit: convert_sources.Unit,
-                  convert_unit) -> Iterator[tuple[str, dict]]:
+                  convert_unit: Callable[[convert_sources.Unit],
+                                         Generator[tuple[str, dict], None, dict]]
+                  ) -> Iterator[tuple[str, dict]]:
   """(key, example) of each stored image of the unit: from its spool when a conversion before this
   one finished it, else from `convert_unit(unit)`, which yields them and returns the unit's
   report (a JSON-able dict), while spooling them; the unit's record is written once its spool is
