@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import tarfile
 
 import numpy as np
@@ -310,6 +311,38 @@ def test_a_compressed_tar_of_tars_converts_to_the_same_files_as_the_plain_tar(tm
   assert {**from_gzip, "source": None} == {**plain, "source": None}
   assert _records(tmp_path / "gzip", "winter") == _records(tmp_path / "plain", "winter")
   assert [p.name for p in (tmp_path / "gzip").iterdir()] == ["winter"]  # The unpacked tars too.
+
+
+def test_an_interrupted_unpacking_keeps_the_class_tars_it_copied_whole(tmp_path, monkeypatch):
+  archive = tmp_path / "winter21_whole.tar"
+  _tar_of_tars(archive, {WNIDS[1]: 3, WNIDS[0]: 2})
+  with gzip.open(tmp_path / "winter21_whole.tar.gz", "wb") as compressed:
+    compressed.write(archive.read_bytes())
+  copy = shutil.copyfileobj
+
+  def count_copies(interrupt_at=None):
+    copied = []
+
+    def counted(source, target, *args):
+      copied.append(source)
+      if len(copied) == interrupt_at:  # Half-way through this class tar.
+        target.write(source.read(100))
+        raise KeyboardInterrupt
+      copy(source, target, *args)
+
+    monkeypatch.setattr(shutil, "copyfileobj", counted)
+    return copied
+
+  count_copies(interrupt_at=2)
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(f"tar:{archive}.gz", "winter", str(tmp_path / "gzip"))
+  unpacked = tmp_path / "gzip" / ".winter-1.0.0.converting" / "archive"
+  assert [p.name for p in unpacked.iterdir()] == [f"{WNIDS[1]}.tar"]  # Not the half copy.
+  copied = count_copies()
+  convert.convert(f"tar:{archive}.gz", "winter", str(tmp_path / "gzip"))
+  assert len(copied) == 1  # The second class tar only.
+  convert.convert(f"tar:{archive}", "winter", str(tmp_path / "plain"))
+  assert _records(tmp_path / "gzip", "winter") == _records(tmp_path / "plain", "winter")
 
 
 def test_an_archive_that_is_no_tar_is_refused_with_what_to_do(tmp_path):
