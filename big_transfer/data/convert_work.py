@@ -31,7 +31,6 @@ from big_transfer import errors
 from big_transfer.data import convert_sources
 
 ARGUMENTS, UNITS = "arguments.json", "units.json"
-_CHUNK = 1 << 22
 
 
 def work_dir(data_dir: str, name: str, version: str) -> str:
@@ -49,12 +48,22 @@ def _unit_paths(work: str, unit: convert_sources.Unit) -> tuple[epath.Path, epat
   return stem.with_suffix(".tfrecord"), stem.with_suffix(".json")
 
 
-def _digest(path: epath.Path) -> str:
+def _hash_record(sha, record: bytes) -> None:
+  # Each record prefixed by its length, so that no two sequences of records hash alike.
+  sha.update(len(record).to_bytes(8, "little"))
+  sha.update(record)
+
+
+def _records_digest(records) -> str:
+  """SHA-256 of a spool's records: computed as it is written, and again when it is kept."""
   sha = hashlib.sha256()
-  with tf.io.gfile.GFile(str(path), "rb") as f:
-    while chunk := f.read(_CHUNK):
-      sha.update(chunk)
+  for record in records:
+    _hash_record(sha, record)
   return sha.hexdigest()
+
+
+def _read_spool(spool: epath.Path) -> Iterator[bytes]:
+  return tf.data.TFRecordDataset(str(spool)).as_numpy_iterator()
 
 
 def start(work: str, arguments: dict) -> None:
@@ -103,19 +112,22 @@ def resume(work: str, units: dict[str, list[convert_sources.Unit]]) -> int:
 
 
 def _kept(work: str, unit: convert_sources.Unit) -> bool:
-  """Whether the unit's spool is complete: its record is there and matches the spool's bytes."""
+  """Whether the unit's spool is complete: its record is there and matches the spool's records."""
   spool, record = _unit_paths(work, unit)
   if not record.exists():
     return False
-  if spool.exists() and _digest(spool) == json.loads(record.read_text())["sha256"]:
-    return True
+  try:
+    if _records_digest(_read_spool(spool)) == json.loads(record.read_text())["sha256"]:
+      return True
+  except (tf.errors.NotFoundError, tf.errors.DataLossError):  # Removed, or cut short.
+    pass
   logging.warning("The spool %s does not match its record; converting %s again.", spool,
                   unit.class_name)
   return False
 
 
 def _spooled(spool: epath.Path, label: int) -> Iterator[tuple[str, dict]]:
-  for serialized in tf.data.TFRecordDataset(str(spool)).as_numpy_iterator():
+  for serialized in _read_spool(spool):
     feature = tf.train.Example.FromString(serialized).features.feature
     key = feature["file_name"].bytes_list.value[0].decode("utf-8")
     yield key, {"image": feature["image"].bytes_list.value[0], "label": label, "file_name": key}
@@ -141,8 +153,8 @@ def unit_examples(work: str, unit: convert_sources.Unit,
     yield from _spooled(spool, unit.label)
     return
   staged = atomic.temporary_path(spool)
+  sha, count = hashlib.sha256(), 0
   try:
-    count = 0
     with tf.io.TFRecordWriter(str(staged)) as writer:
       examples = convert_unit(unit)
       while True:
@@ -151,15 +163,16 @@ def unit_examples(work: str, unit: convert_sources.Unit,
         except StopIteration as done:
           report = done.value
           break
-        writer.write(_spool_record(key, example["image"]))
+        serialized = _spool_record(key, example["image"])
+        writer.write(serialized)
+        _hash_record(sha, serialized)
         count += 1
         yield key, example
-    digest = _digest(staged)
     staged.replace(spool)
   finally:
     if staged.exists():
       staged.unlink()
-  atomic.write_json(record, {**report, "examples": count, "sha256": digest})
+  atomic.write_json(record, {**report, "examples": count, "sha256": sha.hexdigest()})
 
 
 def unit_report(work: str, unit: convert_sources.Unit) -> dict:

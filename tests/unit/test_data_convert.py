@@ -199,6 +199,24 @@ def test_an_interrupted_conversion_is_invisible_then_resumes_to_the_same_files(
   assert not work_dir.exists()
 
 
+def test_a_kept_class_whose_spool_was_cut_short_is_converted_again(image_folder, converted,
+                                                                    tmp_path, monkeypatch, caplog):
+  source, work_dir = f"folder:{image_folder}", tmp_path / ".my_images-1.0.0.converting"
+  _count_repairs(monkeypatch, interrupt_at=12)
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    workers=1)
+  spool = work_dir / "train-000000.tfrecord"
+  spool.write_bytes(spool.read_bytes()[:-10])
+  calls = _count_repairs(monkeypatch)
+  with caplog.at_level(logging.WARNING):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    shards=4)
+  assert f"The spool {spool} does not match its record; converting ant again" in caplog.text
+  assert len(calls) == 27  # Every image file, those of the cut class too.
+  assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
+
+
 def test_a_conversion_that_ended_before_its_report_gets_it_from_a_rerun(image_folder, converted,
                                                                       tmp_path, monkeypatch):
   source, write_report = f"folder:{image_folder}", convert_builder.write_report
