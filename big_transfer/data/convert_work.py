@@ -66,28 +66,35 @@ def _read_spool(spool: epath.Path) -> Iterator[bytes]:
   return tf.data.TFRecordDataset(str(spool)).as_numpy_iterator()
 
 
+def _holds_work(work: str) -> bool:
+  """Whether the work dir holds anything a rerun could use: a unit or an unpacked class tar."""
+  return any(p.name not in (ARGUMENTS, UNITS) for p in epath.Path(work).iterdir())
+
+
 def start(work: str, arguments: dict) -> None:
   """Opens the work dir of a conversion: records the arguments that decide its examples, or checks
-  them against those of the interrupted conversion found there.
+  them against those of the interrupted conversion found there (one that kept no work yet is
+  simply replaced).
 
   Args:
     work: the work dir (`work_dir`).
     arguments: e.g. {"--source": ..., "--split_percent": ..., "--classes": ...}.
   Raises:
-    ConfigError: the work dir holds an interrupted conversion with other arguments.
+    ConfigError: the work dir holds work of an interrupted conversion with other arguments.
   """
   path = epath.Path(work) / ARGUMENTS
-  if not path.exists():
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(path, arguments)
+  kept = json.loads(path.read_text()) if path.exists() else None
+  if kept == arguments:
     return
-  kept = json.loads(path.read_text())
-  if kept != arguments:
+  if kept is not None and _holds_work(work):
     changed = ", ".join(f"{flag}={kept.get(flag)!r} (now {value!r})"
                         for flag, value in arguments.items() if kept.get(flag) != value)
     raise errors.ConfigError(f"{work} holds an interrupted conversion with {changed}; rerun it "
                              "with those arguments to resume it, or remove that folder to start "
                              "over.")
+  clear(work)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  atomic.write_json(path, arguments)
 
 
 def resume(work: str, units: dict[str, list[convert_sources.Unit]]) -> int:
@@ -181,8 +188,8 @@ def unit_report(work: str, unit: convert_sources.Unit) -> dict:
 
 
 def clear_if_unused(work: str) -> None:
-  """Removes the work dir that `start` opened if nothing was kept in it since."""
-  if [p.name for p in epath.Path(work).iterdir()] == [ARGUMENTS]:
+  """Removes the work dir that `start` opened if it holds no work since."""
+  if not _holds_work(work):
     clear(work)
 
 

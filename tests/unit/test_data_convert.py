@@ -237,11 +237,16 @@ def test_a_conversion_that_ended_before_its_report_gets_it_from_a_rerun(image_fo
   assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
 
 
-def test_a_rerun_with_other_arguments_is_refused_naming_them(image_folder, tmp_path, monkeypatch):
+def test_a_rerun_with_other_arguments_starts_over_if_nothing_was_kept_else_is_refused(
+    image_folder, tmp_path, monkeypatch):
   source = f"folder:{image_folder}"
-  _count_repairs(monkeypatch, interrupt_at=1)
+  _count_repairs(monkeypatch, interrupt_at=1)  # Before any class is kept.
   with pytest.raises(KeyboardInterrupt):
-    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25")
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=50,test=50")
+  _count_repairs(monkeypatch, interrupt_at=12)  # Once the first class is kept.
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    workers=1)
   with pytest.raises(errors.ConfigError, match=r"\.my_images-1\.0\.0\.converting holds an "
                      r"interrupted conversion with --split_percent='train=75,test=25' \(now "
                      r"'train=50,test=50'\); rerun it with those arguments to resume it, or "
