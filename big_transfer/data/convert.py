@@ -4,6 +4,8 @@
         --data_dir=gs://BUCKET/tensorflow_datasets --split_percent=train=99,validation=1
     python -m big_transfer.data.convert --source=tar:/data/fall11_whole.tar --name=imagenet21k \
         --data_dir=gs://BUCKET/tensorflow_datasets --classes=imagenet21k
+    python -m big_transfer.data.convert --source=tar:/data/winter21_whole.tar.gz --name=winter21 \
+        --data_dir=gs://BUCKET/tensorflow_datasets
 
 Then train with `dataset=NAME` and `data.data_dir=DIR` (docs/data.md). Large conversions run on
 Apache Beam through TFDS (`--beam_runner=DataflowRunner --beam_options="--project=... ..."`,

@@ -1,6 +1,7 @@
 """Converting image folders and tars of tars to TFDS (`big_transfer.data.convert`): identical
 files twice over, repaired and dropped images counted, the published ImageNet-21k order, Beam's
-DirectRunner, restarts, and each host reading only its share of the converted files."""
+DirectRunner, resuming an interrupted conversion to the same files, compressed archives, and each
+host reading only its share of the converted files."""
 
 import gzip
 import hashlib
