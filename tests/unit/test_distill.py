@@ -51,8 +51,8 @@ def test_agreement_and_kl_count_only_real_examples():
   assert expected_kl > 0
 
 
-def _teacher_npz(path, seed=1):
-  model = models.ResNetV2(depth=14, width=1, num_classes=CLASSES)
+def _teacher_npz(path, seed=1, classes=CLASSES):
+  model = models.ResNetV2(depth=14, width=1, num_classes=classes)
   params = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)))["params"]
   # A non-zero head, so the teacher's probabilities are not uniform.
   params["head"]["kernel"] = jax.random.normal(jax.random.key(seed + 1),
@@ -85,20 +85,34 @@ INFO = data.DatasetInfo(num_train_examples=100, image_size=(64, 64), num_classes
                         class_names=None)
 
 
+UPSTREAM_CLASSES = 90  # bit_synthetic/upstream's.
+
+
+def _trained_config(teacher, data_dir):
+  """The `trained` experiment's config: the built-in upstream set with MixUp (data-side, so
+  the train step is the one the random batches below run too) and no warm-up (the first step
+  moves the zero head, so the second reaches every parameter)."""
+  config = _config(teacher, num_classes=UPSTREAM_CLASSES, warmup_steps=0)
+  config.data.data_dir = data_dir
+  config.data.mixup_alpha = 1.0
+  return config
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A distillation experiment on 2 devices (data 1 x fsdp 2) after two steps."""
+def trained(tmp_path_factory, synthetic_data_dir):
+  """A distillation experiment on 2 devices (data 1 x fsdp 2) after two steps, compiled once
+  for every test here that trains or evaluates (each compile costs 10-20 s on 2 cores)."""
   tmp = tmp_path_factory.mktemp("distill")
-  # No warm-up: the first step moves the zero head, so the second reaches every parameter.
-  exp = experiment.build(_config(_teacher_npz(tmp / "teacher.npz"), warmup_steps=0),
-                         mesh=TWO_DEVICES, dataset_info=INFO)
+  teacher = _teacher_npz(tmp / "teacher.npz", classes=UPSTREAM_CLASSES)
+  exp = experiment.build(_trained_config(teacher, synthetic_data_dir), mesh=TWO_DEVICES)
   frozen = exp.frozen_inputs()
   state = exp.steps.create(jax.random.key(0))
   initial = jax.device_get(state.params)
   rng = np.random.default_rng(0)
   for _ in range(2):
     batch = {"image": rng.uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32),
-             "label": np.eye(CLASSES, dtype=np.float32)[rng.integers(0, CLASSES, 16)]}
+             "label": np.eye(UPSTREAM_CLASSES, dtype=np.float32)[
+                 rng.integers(0, UPSTREAM_CLASSES, 16)]}
     state, metrics = exp.steps.train(state, jax.device_put(batch, exp.batch_sharding), *frozen)
   return exp, frozen, state, initial, metrics, tmp
 
@@ -121,7 +135,8 @@ def test_the_teachers_run_once_on_the_eval_split_and_their_top1_is_reported_once
   exp, frozen, state, *_ = trained
   rng = np.random.default_rng(1)
   batches = [{"image": rng.uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32),
-              "label": np.eye(CLASSES, dtype=np.float32)[rng.integers(0, CLASSES, 16)],
+              "label": np.eye(UPSTREAM_CLASSES, dtype=np.float32)[
+                  rng.integers(0, UPSTREAM_CLASSES, 16)],
               "mask": np.ones(16, np.float32)} for _ in range(3)]
   batches[-1]["mask"][12:] = 0  # The last batch's padding.
   monkeypatch.setattr(data, "eval_batches", lambda cfg, batch_size: iter(batches))
@@ -174,38 +189,30 @@ def test_checkpoints_hold_the_student_alone_and_the_record_names_the_teacher(tra
   assert record.teacher_sha256 == distill.weights_sha256([interop.load_bit_npz(record.teacher[0])])
 
 
-def test_a_resume_with_other_teacher_weights_is_refused_and_a_moved_copy_accepted(trained):
+def test_a_resume_with_other_teacher_weights_is_refused_and_a_moved_copy_accepted(
+    trained, synthetic_data_dir):
   exp, *_, tmp = trained
   copy = tmp / "copy" / "teacher.npz"
   copy.parent.mkdir()
   copy.write_bytes((tmp / "teacher.npz").read_bytes())
-  moved = experiment.build(_config(copy), mesh=TWO_DEVICES, dataset_info=INFO)
+  moved = experiment.build(_trained_config(copy, synthetic_data_dir), mesh=TWO_DEVICES)
   exp.record.check_resumable_by(moved.record)
-  other = experiment.build(_config(_teacher_npz(tmp / "other.npz", seed=7)), mesh=TWO_DEVICES,
-                           dataset_info=INFO)
+  other_teacher = _teacher_npz(tmp / "other.npz", seed=7, classes=UPSTREAM_CLASSES)
+  other = experiment.build(_trained_config(other_teacher, synthetic_data_dir), mesh=TWO_DEVICES)
   with pytest.raises(run_record.RunMismatchError, match="teacher_sha256: checkpoint has '"):
     exp.record.check_resumable_by(other.record)
 
 
-def test_teacher_and_student_see_the_same_mixed_up_pixels(synthetic_data_dir, tmp_path):
+def test_teacher_and_student_see_the_same_mixed_up_pixels(trained):
   """With the teacher's weights as the student's, the loss on MixUp batches is 0: any other
   view for the teacher (unmixed, another crop) would make the two functions disagree."""
-  teacher = _teacher_npz(tmp_path / "teacher.npz")
-  config = _config(teacher, num_classes=90)
-  config.dataset = "bit_synthetic/upstream"
-  config.data.data_dir = synthetic_data_dir
-  config.data.mixup_alpha = 1.0
-  model = models.ResNetV2(depth=14, width=1, num_classes=90)
-  params = model.init(jax.random.key(3), jnp.zeros((1, 16, 16, 3)))["params"]
-  params["head"]["kernel"] = jax.random.normal(jax.random.key(4), params["head"]["kernel"].shape)
-  interop.save_bit_npz(params, teacher)
-  exp = experiment.build(config, mesh=TWO_DEVICES)
-  frozen = exp.frozen_inputs()
-  state = exp.steps.create(jax.random.key(0))
-  state = state.replace(params=jax.device_put(params, exp.state_shardings.params))
-  batch = next(data.train_batches(exp.input_cfg, config.batch_size, config.seed))
+  exp, frozen, state, *_ = trained
+  # Fresh buffers: the step donates its state, and the fixture's state and teacher stay in use.
+  as_teacher = jax.device_put(jax.device_get(state.replace(params=frozen[0][0])),
+                              exp.state_shardings)
+  batch = next(data.train_batches(exp.input_cfg, exp.config.batch_size, exp.config.seed))
   assert np.max(batch["label"], axis=-1).min() < 1  # MixUp mixed the batch.
-  _, metrics = exp.steps.train(state, jax.device_put(batch, exp.batch_sharding), *frozen)
+  _, metrics = exp.steps.train(as_teacher, jax.device_put(batch, exp.batch_sharding), *frozen)
   np.testing.assert_allclose(float(metrics["loss"]), 0.0, atol=1e-5)
 
 
