@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+UNITS = {14: (1, 1, 1, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
 def random_published_weights(depth, width, num_classes, seed=0, branch_gain=1.0):

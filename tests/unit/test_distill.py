@@ -6,7 +6,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from big_transfer import data, errors, models, sharding
+import bit_reference
+from big_transfer import data, errors, sharding
 from big_transfer.models import interop
 from big_transfer.recipes import schema as config_lib
 from big_transfer.training import checkpoints, distill, evaluation, experiment, run_record
@@ -52,12 +53,9 @@ def test_agreement_and_kl_count_only_real_examples():
 
 
 def _teacher_npz(path, seed=1, classes=CLASSES):
-  model = models.ResNetV2(depth=14, width=1, num_classes=classes)
-  params = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)))["params"]
-  # A non-zero head, so the teacher's probabilities are not uniform.
-  params["head"]["kernel"] = jax.random.normal(jax.random.key(seed + 1),
-                                               params["head"]["kernel"].shape)
-  interop.save_bit_npz(params, path)
+  """A random R14x1 teacher with a non-zero head, so its probabilities are not uniform (drawn
+  with NumPy: initializing the model eagerly compiles op by op, 15 s of CPU)."""
+  np.savez(path, **bit_reference.random_published_weights(14, 1, num_classes=classes, seed=seed))
   return path
 
 
