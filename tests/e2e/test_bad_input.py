@@ -222,6 +222,16 @@ def test_a_workdir_scheme_tensorflow_lacks_names_the_supported_ones(tmp_path):
   assert "gs://" in line  # Cloud TPU users' storage, on every TensorFlow build.
 
 
+def test_a_sweep_workdir_of_such_a_scheme_is_one_line_before_the_sweep_file_is_read(tmp_path):
+  # Each program's other paths are checked where they enter: tests/unit/test_path_schemes.py.
+  result = subprocess.run([sys.executable, "-m", "big_transfer.sweep",
+                           f"--sweep={tmp_path / 'missing.py'}", "--workdir=az://c/sweep"],
+                          cwd=cli.REPO, text=True, capture_output=True,
+                          env=cli.env_with_devices(1), timeout=300)
+  cli.assert_fails_in_one_line(result, "--workdir=az://c/sweep: TensorFlow's file systems have no "
+                                       "az:// scheme; use a local path or one of ")
+
+
 def _export(workdir, output):
   return subprocess.run([sys.executable, "-m", "big_transfer.export", f"--workdir={workdir}",
                          f"--output={output}"], cwd=cli.REPO, text=True, capture_output=True,
