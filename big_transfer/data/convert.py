@@ -4,11 +4,14 @@
         --data_dir=gs://BUCKET/tensorflow_datasets --split_percent=train=99,validation=1
     python -m big_transfer.data.convert --source=tar:/data/fall11_whole.tar --name=imagenet21k \
         --data_dir=gs://BUCKET/tensorflow_datasets --classes=imagenet21k
+    python -m big_transfer.data.convert --source=tar:/data/winter21_whole.tar.gz --name=winter21 \
+        --data_dir=gs://BUCKET/tensorflow_datasets
 
 Then train with `dataset=NAME` and `data.data_dir=DIR` (docs/data.md). Large conversions run on
 Apache Beam through TFDS (`--beam_runner=DataflowRunner --beam_options="--project=... ..."`,
 or Flink, Spark, or the DirectRunner on one machine). Running it again on a finished data set
-does nothing; an interrupted one starts again from the beginning.
+does nothing; on an interrupted one, it keeps the classes that one finished and converts the rest
+(convert_work).
 """
 
 import re
@@ -24,6 +27,7 @@ from big_transfer import errors
 from big_transfer.data import class_orders
 from big_transfer.data import convert_builder
 from big_transfer.data import convert_sources
+from big_transfer.data import convert_work
 
 FORMATS = ("tfrecord", "array_record")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -63,7 +67,8 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
     classes: label order: "sorted", "imagenet21k" (the published 21,843-way heads) or a file.
     shards: files per split; None lets TFDS choose (64 MiB to 1 GiB each).
     workers: threads that read and check images (per Beam worker, on Beam).
-    file_format: "tfrecord" or "array_record".
+    file_format: "tfrecord" (what training reads) or "array_record" (random access only:
+      TFDS's `as_data_source`, e.g. for grain; the tf.data pipeline refuses it).
     beam_runner: a Beam runner name (e.g. "DirectRunner", "DataflowRunner"); None: no Beam.
     beam_options: Beam pipeline flags, as on a command line.
   """
@@ -77,27 +82,35 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
   if workers < 1:
     raise errors.ConfigError(f"--workers must be >= 1, got {workers}.")
   percents = convert_sources.parse_split_percent(split_percent) if split_percent else None
-  class_names, absent, units = convert_sources.plan(
-      source, percents, lambda present: class_orders.label_order(present, classes))
-  # Beside the data set, not inside its folder, where TFDS would take it for a config.
-  report_dir = f"{data_dir.rstrip('/')}/.{name}-{convert_builder.VERSION}.unit_reports"
+  work_dir = convert_work.work_dir(data_dir, name, convert_builder.VERSION)
+  # --shards and --format are not among them: the units kept do not depend on them.
+  arguments = {"--source": source, "--split_percent": split_percent, "--classes": classes}
+  finished = convert_builder.finished_report(name, data_dir)
+  if finished:
+    logging.info("%s is converted already in %s; nothing to do.", name, data_dir)
+    return finished
+  convert_work.start(work_dir, arguments)
+  try:
+    class_names, absent, units = convert_sources.plan(
+        source, percents, lambda present: class_orders.label_order(present, classes),
+        unpack_dir=convert_work.unpack_dir(work_dir))
+  except errors.UserError:
+    convert_work.clear_if_unused(work_dir)  # Nothing to resume: a bad source is not kept.
+    raise
   conversion = convert_builder.Conversion(
       source=source, class_names=class_names, absent_classes=absent, units=units,
-      workers=workers, report_dir=report_dir, beam=bool(beam_runner or beam_options))
+      workers=workers, work_dir=work_dir, beam=bool(beam_runner or beam_options))
   builder = convert_builder.builder(name, data_dir, conversion, file_format)
-  if builder.is_prepared():
-    logging.info("%s is prepared already in %s; nothing to do.", name, builder.data_path)
-    return convert_builder.read_report(builder)
-  convert_builder.clear_unit_reports(conversion)  # Of a run that was killed.
-  try:
-    # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir.
-    with tempfile.TemporaryDirectory() as downloads:
-      builder.download_and_prepare(
-          download_dir=downloads,
-          download_config=_download_config(shards, beam_runner, beam_options))
-  except BaseException:  # TFDS removes its half-written folder; the unit reports go with it.
-    convert_builder.clear_unit_reports(conversion)
-    raise
+  kept = convert_work.resume(work_dir, units)
+  if kept:
+    logging.info("Resuming the conversion kept in %s: %d of %d units (a class of a split each) "
+                 "are converted already; converting the rest.", work_dir, kept,
+                 sum(len(split_units) for split_units in units.values()))
+  # Nothing is downloaded, but TFDS makes a downloads folder; keep it out of data_dir. On a data
+  # set TFDS finished before the last run could write its report, TFDS does nothing.
+  with tempfile.TemporaryDirectory() as downloads:
+    builder.download_and_prepare(
+        download_dir=downloads, download_config=_download_config(shards, beam_runner, beam_options))
   return convert_builder.write_report(builder, conversion)
 
 
@@ -130,7 +143,8 @@ def _define_flags() -> None:
                       "classes), imagenet21k (the published 21,843-way heads) or a file.")
   flags.DEFINE_integer("shards", None, "Files per split; default: TFDS's choice.")
   flags.DEFINE_integer("workers", 8, "Threads that read and check images (per Beam worker).")
-  flags.DEFINE_enum("format", "tfrecord", FORMATS, "Record file format.")
+  flags.DEFINE_enum("format", "tfrecord", FORMATS, "Record file format; training reads tfrecord "
+                    "(array_record is for random-access readers such as grain).")
   flags.DEFINE_string("beam_runner", None, "Apache Beam runner: DirectRunner, DataflowRunner, "
                       "FlinkRunner, SparkRunner, ...; default: no Beam.")
   flags.DEFINE_string("beam_options", "", "Beam pipeline flags, e.g. \"--project=P "

@@ -5,14 +5,15 @@ Each example is {"image": the stored bytes (image_repair), "label": its class, "
 keys and cuts the shards) writes the same examples into the same files whatever order the units
 ran in: converting twice gives identical files. TFDS writes into a temporary folder and renames it
 when every split is complete, so an interrupted conversion leaves no half data set, and running
-the converter again on a finished one does nothing. On Apache Beam each unit (a class of a split)
-is one element, spread over the workers after a reshuffle.
+the converter again on a finished one does nothing. The units an interrupted conversion finished
+are kept beside the data set and read back by the next run (convert_work). On Apache Beam each
+unit (a class of a split) is one element, spread over the workers after a reshuffle.
 
 Reading a converted data set needs none of this code: `tfds.builder(NAME, data_dir=DIR)` reads
 its metadata and records as TFDS reads any prepared data set.
 """
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 import collections
 import concurrent.futures
 import dataclasses
@@ -20,11 +21,11 @@ import functools
 import json
 import types
 
-from etils import epath
 import tensorflow_datasets as tfds
 
 from big_transfer import atomic
 from big_transfer.data import convert_sources
+from big_transfer.data import convert_work
 from big_transfer.data import image_repair
 
 VERSION = "1.0.0"
@@ -41,7 +42,7 @@ class Conversion:
     absent_classes: classes of the label order the source lacks.
     units: output split -> its units.
     workers: threads that read and check the images of one unit.
-    report_dir: where each unit leaves its share of the report until the conversion is done.
+    work_dir: where each finished unit is kept until the conversion is done (convert_work).
     beam: whether the splits are built on Apache Beam.
   """
   source: str
@@ -49,7 +50,7 @@ class Conversion:
   absent_classes: tuple[str, ...]
   units: dict[str, list[convert_sources.Unit]]
   workers: int
-  report_dir: str
+  work_dir: str
   beam: bool
 
 
@@ -66,32 +67,26 @@ def _ordered_map(fn, items, workers: int) -> Iterator:
       yield pending.popleft().result()
 
 
-def _unit_report_path(report_dir: str, unit: convert_sources.Unit) -> epath.Path:
-  return epath.Path(report_dir) / f"{unit.split}-{unit.label:06d}.json"
-
-
-def unit_examples(unit: convert_sources.Unit, workers: int,
-                  report_dir: str) -> Iterator[tuple[str, dict]]:
-  """(key, example) of each stored image of the unit; writes the unit's report when done (again,
-  identically, if a Beam worker retries it)."""
-  def prepared(named):
+def converted_unit(unit: convert_sources.Unit,
+                   workers: int) -> Generator[tuple[str, dict], None, dict]:
+  """Yields (key, example) of each stored image of the unit, read from the source and checked by
+  `workers` threads; returns the unit's report: {"split", "class", "counts": outcome -> images,
+  "dropped": keys of the dropped files}."""
+  def repaired(named):
     name, data = named
     return name, *image_repair.repair(data, name)
 
   counts = collections.Counter()
   dropped = []
-  for name, data, outcome in _ordered_map(prepared, convert_sources.files(unit), workers):
+  for name, data, outcome in _ordered_map(repaired, convert_sources.files(unit), workers):
     counts[outcome] += 1
     key = f"{unit.class_name}/{name}"
     if data is None:
       dropped.append(key)
       continue
     yield key, {"image": data, "label": unit.label, "file_name": key}
-  path = _unit_report_path(report_dir, unit)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  atomic.write_json(path,
-                    {"split": unit.split, "class": unit.class_name, "counts": dict(counts),
-                     "dropped": sorted(dropped)})
+  return {"split": unit.split, "class": unit.class_name, "counts": dict(counts),
+          "dropped": sorted(dropped)}
 
 
 class _ConvertedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -126,7 +121,8 @@ class _ConvertedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, units):
     c = self._conversion
-    examples = functools.partial(unit_examples, workers=c.workers, report_dir=c.report_dir)
+    examples = functools.partial(convert_work.unit_examples, c.work_dir,
+                                 convert_unit=functools.partial(converted_unit, workers=c.workers))
     if c.beam:
       beam = tfds.core.lazy_imports.apache_beam
       return beam.Create(units) | beam.Reshuffle() | beam.FlatMap(examples)
@@ -143,25 +139,25 @@ def builder(name: str, data_dir: str, conversion: Conversion,
   return cls(data_dir=data_dir, conversion=conversion, file_format=file_format)
 
 
-def read_report(builder_: tfds.core.DatasetBuilder) -> dict:
-  """The conversion report of a prepared data set."""
-  return json.loads((builder_.data_path / REPORT).read_text())
-
-
-def clear_unit_reports(conversion: Conversion) -> None:
-  """Removes what an interrupted conversion's units reported: this one starts again."""
-  epath.Path(conversion.report_dir).rmtree(missing_ok=True)
+def finished_report(name: str, data_dir: str) -> dict | None:
+  """The conversion report of the data set `name` in data_dir if a conversion finished it, else
+  None (also when TFDS completed the data set but the conversion ended before its report)."""
+  try:
+    found = tfds.builder(f"{name}:{VERSION}", data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    return None
+  report = found.data_path / REPORT
+  return json.loads(report.read_text()) if found.is_prepared() and report.exists() else None
 
 
 def write_report(builder_: tfds.core.DatasetBuilder, conversion: Conversion) -> dict:
-  """Sums the units' reports into data_dir/NAME/VERSION/conversion_report.json (and removes them);
-  returns the report. Called once the data set is prepared."""
+  """Sums the units' reports into data_dir/NAME/VERSION/conversion_report.json (and removes the
+  work dir); returns the report. Called once the data set is prepared."""
   totals, per_split, dropped = collections.Counter(), {}, []
-  report_dir = epath.Path(conversion.report_dir)
   for split, units in conversion.units.items():
     counts = collections.Counter()
     for unit in units:
-      unit_report = json.loads(_unit_report_path(conversion.report_dir, unit).read_text())
+      unit_report = convert_work.unit_report(conversion.work_dir, unit)
       counts.update(unit_report["counts"])
       dropped += [f"{split}/{key}" for key in unit_report["dropped"]]
     per_split[split] = {outcome: counts[outcome] for outcome in image_repair.OUTCOMES}
@@ -176,5 +172,5 @@ def write_report(builder_: tfds.core.DatasetBuilder, conversion: Conversion) -> 
       "absent_classes": list(conversion.absent_classes),
   }
   atomic.write_json(builder_.data_path / REPORT, report)
-  report_dir.rmtree(missing_ok=True)
+  convert_work.clear(conversion.work_dir)
   return report

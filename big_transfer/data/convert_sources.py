@@ -1,5 +1,6 @@
 """What a conversion reads: `folder:DIR` (the layouts of `folder:` data sets) or `tar:ARCHIVE`
-(a tar of tars, one per class, as ImageNet-21k's fall 2011 and winter 2021 releases).
+(a tar of tars, one per class, as ImageNet-21k's fall 2011 and winter 2021 releases), plain or
+compressed (gzip, bzip2, xz: unpacked into its class tars in one streaming pass first).
 
 The work is cut into units, one per class of each split, so that a worker (a thread here, a Beam
 worker elsewhere) lists and reads one class; no machine lists every image. With
@@ -12,11 +13,14 @@ from collections.abc import Iterator
 import dataclasses
 import hashlib
 import re
+import shutil
 import tarfile
 
+from absl import logging
 from etils import epath
 import tensorflow as tf
 
+from big_transfer import atomic
 from big_transfer import errors
 from big_transfer.data import folder_source
 from big_transfer.data import image_repair
@@ -25,6 +29,9 @@ FOLDER, TAR = "folder:", "tar:"
 # The split of a source without splits: folder_source's, and big_vision's for ImageNet-21k.
 FOLDER_SPLIT, TAR_SPLIT = "train", "full"
 _SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# The first bytes of gzip, bzip2 and xz streams: the compressions tarfile reads as a stream.
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+_COPY_CHUNK = 1 << 22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,36 +77,76 @@ def hash_fraction(name: str) -> float:
   return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
-def _tar_classes(archive: epath.Path) -> dict[str, tuple[int, int]]:
-  """Class name -> (offset, size) of its tar inside the tar of tars `archive`."""
+def _tar_classes(archive: epath.Path) -> dict[str, tuple[int, int]] | None:
+  """Class name -> (offset, size) of its tar inside the tar of tars `archive`; None for a
+  compressed archive, whose members cannot be reached by offset."""
   if not archive.is_file():
     raise errors.DataError(f"Archive {archive} does not exist or is not a file.")
   with tf.io.gfile.GFile(str(archive), "rb") as f:
     try:
-      # "r:" reads headers and seeks past the data: no image is read to list the classes. A
-      # compressed archive cannot be read that way.
+      # "r:" reads headers and seeks past the data: no image is read to list the classes.
       with tarfile.open(fileobj=f, mode="r:") as outer:
         members = [m for m in outer if m.isfile() and m.name.endswith(".tar")]
-    except tarfile.ReadError as e:
-      raise errors.DataError(f"Archive {archive} is not an uncompressed tar ({e}). Decompress a "
-                             ".tar.gz first (gunzip keeps it a tar of tars); for an archive of "
+    except tarfile.ReadError:
+      f.seek(0)
+      if f.read(8).startswith(_COMPRESSED):
+        return None
+      raise errors.DataError(f"Archive {archive} is not a tar, nor a tar compressed with gzip, "
+                             "bzip2 or xz; --source=tar: reads a tar of tars. For an archive of "
                              "class folders, extract it and convert --source=folder:DIR.") from None
+  _check_members(archive, members)
+  return {epath.Path(m.name).stem: (m.offset_data, m.size) for m in members}
+
+
+def _check_members(archive: epath.Path, members: list[tarfile.TarInfo]) -> None:
   if not members:
     raise errors.DataError(f"Archive {archive} holds no .tar files; --source=tar: reads a tar of "
                            "tars, one per class (CLASS.tar holding its images), as ImageNet-21k is "
                            "distributed. For class folders use --source=folder:DIR.")
-  return {epath.Path(m.name).stem: (m.offset_data, m.size) for m in members}
 
 
-def plan(source: str, split_percent: dict[str, int] | None,
-         order_of) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, list[Unit]]]:
-  """Lists a source's classes (not its images) and cuts the work into units.
+def _unpacked_classes(archive: epath.Path, into: epath.Path) -> dict[str, tuple[str, int, int]]:
+  """Copies each CLASS.tar of the compressed tar of tars `archive` into `into`, in one streaming
+  pass (a compressed stream cannot be entered elsewhere than at its start); a class tar copied
+  whole by an interrupted pass is kept. Returns class name -> (its copy, 0, its size)."""
+  classes, members = {}, []
+  with tf.io.gfile.GFile(str(archive), "rb") as f:
+    with tarfile.open(fileobj=f, mode="r|*") as outer:
+      for member in outer:
+        if not (member.isfile() and member.name.endswith(".tar")):
+          continue
+        members.append(member)
+        name = epath.Path(member.name).stem
+        copy = into / f"{name}.tar"
+        # A copy gets its name only once complete (atomic); the size guards against the rest.
+        if not (copy.exists() and copy.stat().length == member.size):
+          into.mkdir(parents=True, exist_ok=True)
+          staged = atomic.temporary_path(copy)
+          try:
+            with staged.open("wb") as out:
+              shutil.copyfileobj(outer.extractfile(member), out, _COPY_CHUNK)
+            staged.replace(copy)
+          finally:
+            if staged.exists():
+              staged.unlink()
+        classes[name] = (str(copy), 0, member.size)
+        logging.log_every_n_seconds(logging.INFO, "Unpacking %s: %d class tars so far.", 60,
+                                    archive, len(classes))
+  _check_members(archive, members)
+  return classes
+
+
+def plan(source: str, split_percent: dict[str, int] | None, order_of,
+         unpack_dir: str) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, list[Unit]]]:
+  """Lists a source's classes (not its images) and cuts the work into units; a compressed tar of
+  tars is first unpacked into its class tars, in one pass.
 
   Args:
     source: "folder:DIR" or "tar:ARCHIVE", local or gs://.
     split_percent: output split -> percentage, or None for the source's own splits.
     order_of: the present class names -> (class names in label order, those absent), e.g.
       `class_orders.label_order` with the chosen order.
+    unpack_dir: where a compressed archive's class tars are copied (the conversion's work dir).
 
   Returns:
     (class names in label order, absent class names, {output split: its units}).
@@ -117,8 +164,13 @@ def plan(source: str, split_percent: dict[str, int] | None,
                                f"that the {FOLDER_SPLIT} split lacks; every split must use the "
                                "same classes.")
   elif source.startswith(TAR):
-    classes = {TAR_SPLIT: {name: (source[len(TAR):], offset, size) for name, (offset, size)
-                           in _tar_classes(epath.Path(source[len(TAR):])).items()}}
+    archive = epath.Path(source[len(TAR):])
+    members = _tar_classes(archive)
+    if members is None:
+      classes = {TAR_SPLIT: _unpacked_classes(archive, epath.Path(unpack_dir))}
+    else:
+      classes = {TAR_SPLIT: {name: (str(archive), offset, size)
+                             for name, (offset, size) in members.items()}}
   else:
     raise errors.ConfigError(f"--source={source!r} must be folder:DIR or tar:ARCHIVE (a tar of "
                              "tars, one per class).")

@@ -74,6 +74,14 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
     logging.info("Generating the built-in data set %s in %s, once.", dataset, builder.data_path)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  file_format = builder.info.file_format  # None in metadata older than the field: tfrecord.
+  if file_format and not tfds.core.file_adapters.ADAPTER_FOR_FORMAT[file_format].SUPPORTS_TF_DATA:
+    # TFDS reads such files only by random access (`as_data_source`, e.g. for grain), and this
+    # pipeline is tf.data; without this check TFDS fails deep inside the first read.
+    raise errors.DataError(f"Data set {dataset!r} in {builder.data_path} is stored as "
+                           f"{file_format.value} files, which TFDS cannot read into tf.data, the "
+                           "input pipeline's reader; convert it again with --format=tfrecord "
+                           "(python -m big_transfer.data.convert).")
   return builder
 
 

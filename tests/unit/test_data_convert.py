@@ -1,11 +1,15 @@
 """Converting image folders and tars of tars to TFDS (`big_transfer.data.convert`): identical
 files twice over, repaired and dropped images counted, the published ImageNet-21k order, Beam's
-DirectRunner, restarts, and each host reading only its share of the converted files."""
+DirectRunner, resuming an interrupted conversion to the same files, compressed archives, and each
+host reading only its share of the converted files."""
 
+import gzip
 import hashlib
 import io
+import json
 import logging
 import math
+import shutil
 import tarfile
 
 import numpy as np
@@ -18,6 +22,8 @@ from big_transfer import data
 from big_transfer import errors
 from big_transfer.data import class_lists
 from big_transfer.data import convert
+from big_transfer.data import convert_builder
+from big_transfer.data import convert_work
 from big_transfer.data import folder_source
 from big_transfer.data import image_repair
 from big_transfer.data import tfds_source
@@ -148,27 +154,105 @@ def test_a_finished_data_set_is_left_as_it_is(image_folder, converted):
   assert {p: p.stat().st_mtime_ns for p in data_dir.rglob("*") if p.is_file()} == before
 
 
-def test_an_interrupted_conversion_leaves_nothing_and_restarts_cleanly(image_folder, converted,
-                                                                       tmp_path, monkeypatch):
-  repair, calls = image_repair.repair, []
+_REPAIR = image_repair.repair
 
-  def failing(data_, name):
+
+def _count_repairs(monkeypatch, interrupt_at=None):
+  """Makes image_repair.repair note the names it is called with (in the returned list) and raise
+  KeyboardInterrupt at its call number `interrupt_at`."""
+  calls = []
+
+  def counted(data_, name):
     calls.append(name)
-    if len(calls) == 10:
+    if len(calls) == interrupt_at:
       raise KeyboardInterrupt
-    return repair(data_, name)
+    return _REPAIR(data_, name)
 
-  monkeypatch.setattr(image_repair, "repair", failing)
+  monkeypatch.setattr(image_repair, "repair", counted)
+  return calls
+
+
+def test_an_interrupted_conversion_is_invisible_then_resumes_to_the_same_files(
+    image_folder, converted, tmp_path, monkeypatch, caplog):
+  source, work_dir = f"folder:{image_folder}", tmp_path / ".my_images-1.0.0.converting"
+  _count_repairs(monkeypatch, interrupt_at=12)  # In the second class of the train split.
   with pytest.raises(KeyboardInterrupt):
-    convert.convert(f"folder:{image_folder}", "my_images", str(tmp_path),
-                    split_percent="train=75,test=25", shards=4, workers=1)
-  assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # No records, no unit reports.
+    # Other --shards than the rerun's: the classes kept do not depend on them.
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    shards=2, workers=1)
   with pytest.raises(tfds.core.DatasetNotFoundError):
     tfds.builder("my_images", data_dir=str(tmp_path))
-  monkeypatch.setattr(image_repair, "repair", repair)
-  convert.convert(f"folder:{image_folder}", "my_images", str(tmp_path),
-                  split_percent="train=75,test=25", shards=4)
+  # No records of the data set: only what the work dir keeps.
+  assert not [p for p in tmp_path.rglob("*") if p.is_file() and work_dir not in p.parents]
+  kept = sorted(p.name for p in work_dir.glob("*.json")
+                if p.name not in (convert_work.ARGUMENTS, convert_work.UNITS))
+  assert kept == ["train-000000.json"]  # The first class; not the second, half read.
+  first_class = sum(json.loads((work_dir / kept[0]).read_text())["counts"].values())
+
+  calls = _count_repairs(monkeypatch)
+  with caplog.at_level(logging.INFO):
+    report = convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                             shards=4, workers=2)
+  assert "1 of 6 units (a class of a split each) are converted already" in caplog.text
+  assert len(calls) == 27 - first_class  # Every image file but those of the kept class.
   assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
+  assert report == converted[1]
+  assert not work_dir.exists()
+
+
+def test_a_kept_class_whose_spool_was_cut_short_is_converted_again(image_folder, converted,
+                                                                    tmp_path, monkeypatch, caplog):
+  source, work_dir = f"folder:{image_folder}", tmp_path / ".my_images-1.0.0.converting"
+  _count_repairs(monkeypatch, interrupt_at=12)
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    workers=1)
+  spool = work_dir / "train-000000.tfrecord"
+  spool.write_bytes(spool.read_bytes()[:-10])
+  calls = _count_repairs(monkeypatch)
+  with caplog.at_level(logging.WARNING):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    shards=4)
+  assert f"The spool {spool} does not match its record; converting ant again" in caplog.text
+  assert len(calls) == 27  # Every image file, those of the cut class too.
+  assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
+
+
+def test_a_conversion_that_ended_before_its_report_gets_it_from_a_rerun(image_folder, converted,
+                                                                      tmp_path, monkeypatch):
+  source, write_report = f"folder:{image_folder}", convert_builder.write_report
+
+  def ended(*args):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(convert_builder, "write_report", ended)
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    shards=4)
+  assert tfds.builder("my_images", data_dir=str(tmp_path)).is_prepared()
+  monkeypatch.setattr(convert_builder, "write_report", write_report)
+  calls = _count_repairs(monkeypatch)
+  report = convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                           shards=4)
+  assert report == converted[1] and not calls  # From the kept units; no image is read again.
+  assert _records(tmp_path, "my_images") == _records(converted[0], "my_images")
+
+
+def test_a_rerun_with_other_arguments_starts_over_if_nothing_was_kept_else_is_refused(
+    image_folder, tmp_path, monkeypatch):
+  source = f"folder:{image_folder}"
+  _count_repairs(monkeypatch, interrupt_at=1)  # Before any class is kept.
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=50,test=50")
+  _count_repairs(monkeypatch, interrupt_at=12)  # Once the first class is kept.
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=75,test=25",
+                    workers=1)
+  with pytest.raises(errors.ConfigError, match=r"\.my_images-1\.0\.0\.converting holds an "
+                     r"interrupted conversion with --split_percent='train=75,test=25' \(now "
+                     r"'train=50,test=50'\); rerun it with those arguments to resume it, or "
+                     r"remove that folder to start over"):
+    convert.convert(source, "my_images", str(tmp_path), split_percent="train=50,test=50")
 
 
 def test_the_beam_direct_runner_writes_the_same_examples(image_folder, converted, tmp_path):
@@ -240,13 +324,58 @@ def test_a_tar_of_tars_keeps_its_own_sorted_classes_by_default(tmp_path):
     convert.convert(f"tar:{archive}", "winter2", str(tmp_path / "out"), classes="imagenet21k")
 
 
-def test_a_compressed_archive_is_refused_with_what_to_do(tmp_path):
-  archive = tmp_path / "winter21_whole.tar.gz"
-  with tarfile.open(archive, "w:gz") as outer:
-    member = tarfile.TarInfo("n01440764.tar")
-    outer.addfile(member, io.BytesIO(b""))
-  with pytest.raises(errors.DataError, match="not an uncompressed tar.*gunzip"):
+def test_a_compressed_tar_of_tars_converts_to_the_same_files_as_the_plain_tar(tmp_path):
+  archive = tmp_path / "winter21_whole.tar"
+  _tar_of_tars(archive, {WNIDS[1]: 3, WNIDS[0]: 2})
+  with gzip.open(tmp_path / "winter21_whole.tar.gz", "wb") as compressed:
+    compressed.write(archive.read_bytes())
+  plain = convert.convert(f"tar:{archive}", "winter", str(tmp_path / "plain"))
+  from_gzip = convert.convert(f"tar:{archive}.gz", "winter", str(tmp_path / "gzip"))
+  assert sum(from_gzip["examples"].values()) == 5
+  assert {**from_gzip, "source": None} == {**plain, "source": None}
+  assert _records(tmp_path / "gzip", "winter") == _records(tmp_path / "plain", "winter")
+  assert [p.name for p in (tmp_path / "gzip").iterdir()] == ["winter"]  # The unpacked tars too.
+
+
+def test_an_interrupted_unpacking_keeps_the_class_tars_it_copied_whole(tmp_path, monkeypatch):
+  archive = tmp_path / "winter21_whole.tar"
+  _tar_of_tars(archive, {WNIDS[1]: 3, WNIDS[0]: 2})
+  with gzip.open(tmp_path / "winter21_whole.tar.gz", "wb") as compressed:
+    compressed.write(archive.read_bytes())
+  copy = shutil.copyfileobj
+
+  def count_copies(interrupt_at=None):
+    copied = []
+
+    def counted(source, target, *args):
+      copied.append(source)
+      if len(copied) == interrupt_at:  # Half-way through this class tar.
+        target.write(source.read(100))
+        raise KeyboardInterrupt
+      copy(source, target, *args)
+
+    monkeypatch.setattr(shutil, "copyfileobj", counted)
+    return copied
+
+  count_copies(interrupt_at=2)
+  with pytest.raises(KeyboardInterrupt):
+    convert.convert(f"tar:{archive}.gz", "winter", str(tmp_path / "gzip"))
+  unpacked = tmp_path / "gzip" / ".winter-1.0.0.converting" / "archive"
+  assert [p.name for p in unpacked.iterdir()] == [f"{WNIDS[1]}.tar"]  # Not the half copy.
+  copied = count_copies()
+  convert.convert(f"tar:{archive}.gz", "winter", str(tmp_path / "gzip"))
+  assert len(copied) == 1  # The second class tar only.
+  convert.convert(f"tar:{archive}", "winter", str(tmp_path / "plain"))
+  assert _records(tmp_path / "gzip", "winter") == _records(tmp_path / "plain", "winter")
+
+
+def test_an_archive_that_is_no_tar_is_refused_with_what_to_do(tmp_path):
+  archive = tmp_path / "images.zip"
+  archive.write_bytes(b"PK\x03\x04 not a tar")
+  with pytest.raises(errors.DataError, match="is not a tar, nor a tar compressed with gzip, bzip2 "
+                                             "or xz.*--source=folder:DIR"):
     convert.convert(f"tar:{archive}", "winter", str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -265,12 +394,17 @@ def test_bad_arguments_name_the_value_and_the_fix(image_folder, tmp_path, kwargs
     convert.convert(args.pop("source"), args.pop("name"), args.pop("data_dir"), **args)
 
 
-def test_the_array_record_format_is_written_and_read_by_tfds(image_folder, converted, tmp_path):
+def test_the_array_record_format_is_written_and_read_by_tfds_but_not_trained_on(
+    image_folder, converted, tmp_path):
   convert.convert(f"folder:{image_folder}", "my_images", str(tmp_path),
                   split_percent="train=75,test=25", shards=2, file_format="array_record")
   builder = tfds.builder("my_images", data_dir=str(tmp_path))
   assert any("array_record" in p.name for p in builder.data_path.iterdir())
   assert len(builder.as_data_source(split="train")) == converted[1]["examples"]["train"]
+  # The input pipeline is tf.data, which TFDS does not feed from array_record files.
+  with pytest.raises(errors.DataError, match="stored as array_record files, which TFDS cannot "
+                                             "read into tf.data.*--format=tfrecord"):
+    data.dataset_info(data.InputConfig(dataset="my_images", data_dir=str(tmp_path), crop=16))
 
 
 def _shard_of_each_example(data_dir, name, split):
