@@ -24,6 +24,17 @@ def recipe_config(recipe: str):
   return module.get_config(arg)
 
 
+def scalars(workdir, tag: str) -> list[tuple[int, float]]:
+  """(step, value) of every scalar `tag` a run wrote to its TensorBoard files in `workdir`."""
+  import numpy as np  # noqa: PLC0415  (only the tests that read metrics need them)
+  from tensorboard.backend.event_processing import event_accumulator  # noqa: PLC0415
+  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={"tensors": 0})
+  events.Reload()
+  return [(e.step, float(np.asarray(e.tensor_proto.float_val or
+                                    [np.frombuffer(e.tensor_proto.tensor_content, np.float32)[0]])[0]))
+          for e in events.Tensors(tag)]
+
+
 def env_with_devices(num_devices: int, **extra) -> dict:
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"

@@ -49,6 +49,8 @@ class Footprint:
     params: the parameters (float32).
     opt_state: the optimizer's state (the momentum).
     batch: the device's share of the batch.
+    teacher: a distillation run's frozen teachers (their parameters, laid out like the
+      student's), 0 for other runs.
     temporaries: XLA's scratch space: activations kept for the backward pass, gradients, ...;
       None when XLA refused to compile the step.
     total: what the compiled step holds at once: its inputs, the outputs not written over the
@@ -57,15 +59,18 @@ class Footprint:
   params: int
   opt_state: int
   batch: int
+  teacher: int = 0
   temporaries: int | None = None
   total: int | None = None
 
   @property
   def state(self) -> int:
-    return self.params + self.opt_state
+    """What stays on the device from step to step: parameters, optimizer state, teachers."""
+    return self.params + self.opt_state + self.teacher
 
   def breakdown(self) -> str:
-    parts = [f"parameters + optimizer state {size(self.state)}", f"batch {size(self.batch)}"]
+    held = "parameters + optimizer state" + (" + teachers" if self.teacher else "")
+    parts = [f"{held} {size(self.state)}", f"batch {size(self.batch)}"]
     if self.temporaries is not None:
       parts.append(f"temporaries {size(self.temporaries)}")
     return ", ".join(parts)

@@ -3,9 +3,9 @@
 The step is the run's own: `experiment.build` with a mesh over the slice's devices as libtpu's
 compiler describes them without the hardware (`topology_compile`), lowered and compiled ahead of
 time on abstract inputs. `estimate` gives, per device, the bytes of the parameters and optimizer
-state, of the batch and of XLA's temporaries, their total against the chip's HBM (`fit`), the
-FLOPs of a step, and the step time and images/s at an assumed utilization; `python -m
-big_transfer.preflight` prints it.
+state, of the batch, of a distillation run's teachers and of XLA's temporaries, their total
+against the chip's HBM (`fit`), the FLOPs of a step, and the step time and images/s at an
+assumed utilization; `python -m big_transfer.preflight` prints it.
 """
 
 import dataclasses
@@ -119,6 +119,7 @@ class Estimate:
         f"  parameters: {size(footprint.params)}",
         f"  optimizer state: {size(footprint.opt_state)}",
         f"  batch: {size(footprint.batch)}",
+        *([f"  teacher parameters: {size(footprint.teacher)}"] if footprint.teacher else []),
         f"  temporaries: {size(footprint.temporaries)}",
         f"  total: {size(footprint.total)} of {size(self.hbm)} HBM "
         f"({footprint.total / self.hbm:.1%})",
@@ -162,9 +163,11 @@ def estimate(config: ml_collections.ConfigDict, topology: str,
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices=devices)
   exp = experiment.build(config, mesh=mesh, dataset_info=info)
   state, batch = abstract_inputs(exp)
+  frozen = exp.frozen_inputs(abstract=True)
   footprint = fit.Footprint(params=fit.bytes_per_device(state.params),
                             opt_state=fit.bytes_per_device(state.opt_state),
-                            batch=fit.bytes_per_device(batch))
+                            batch=fit.bytes_per_device(batch),
+                            teacher=fit.bytes_per_device(frozen))
   hbm = tpu_slice.generation.hbm_bytes_per_device
   if footprint.state + footprint.batch > hbm:
     raise errors.ConfigError(
@@ -176,7 +179,7 @@ def estimate(config: ml_collections.ConfigDict, topology: str,
                tpu_slice.jax_topology, tpu_slice.devices)
   start = time.perf_counter()
   try:
-    compiled = exp.steps.train.lower(state, batch, *exp.frozen_inputs(abstract=True)).compile()
+    compiled = exp.steps.train.lower(state, batch, *frozen).compile()
   except jax.errors.JaxRuntimeError as e:
     if not str(e).startswith("RESOURCE_EXHAUSTED"):
       raise

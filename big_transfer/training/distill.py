@@ -188,53 +188,71 @@ def train_step(state: steps.TrainState, batch: dict, teacher_params: tuple, *,
                             learning_rate=learning_rate, grad_accum_steps=grad_accum_steps)
 
 
-def distance_sums(student_logits: jax.Array, teacher_probs: jax.Array, labels: jax.Array,
+def distance_sums(student_logits: jax.Array, teacher_probs: jax.Array,
                   mask: jax.Array) -> dict:
-  """Sums over the real (mask 1) examples: what `evaluate` turns into means.
+  """Sums over the real (mask 1) examples: what `evaluation.top1` turns into means.
 
   Args:
-    student_logits: (B, K); teacher_probs: (B, K) at temperature 1; labels: (B, K) dense;
-    mask: (B,) 1 for a real example, 0 for padding.
+    student_logits: (B, K); teacher_probs: (B, K) at temperature 1; mask: (B,) 1 for a real
+    example, 0 for padding.
   Returns:
-    {"teacher_correct": teacher top-1 hits, "agree": examples whose student and teacher top-1
-    classes are the same, "kl": summed KL(teacher || student), "count"}: float32 scalars.
+    {"agree": examples whose student and teacher top-1 classes are the same, "kl": summed
+    KL(teacher || student)}: float32 scalars.
   """
   agree = jnp.argmax(student_logits, axis=-1) == jnp.argmax(teacher_probs, axis=-1)
-  return {"teacher_correct": jnp.sum(losses.top1_correct(teacher_probs, labels) * mask),
-          "agree": jnp.sum(agree.astype(jnp.float32) * mask),
-          "kl": jnp.sum(kl_per_example(student_logits, teacher_probs) * mask),
-          "count": jnp.sum(mask)}
+  return {"agree": jnp.sum(agree.astype(jnp.float32) * mask),
+          "kl": jnp.sum(kl_per_example(student_logits, teacher_probs) * mask)}
 
 
-def eval_step(params, teacher_params: tuple, batch: dict, *, student: models.ResNetV2,
-              teachers: tuple[models.ResNetV2, ...], loss_name: str = "softmax_xent") -> dict:
-  """`steps.eval_step`'s sums for the student and `distance_sums` against the teachers."""
+def teacher_eval_step(teacher_params: tuple, batch: dict, *,
+                      teachers: tuple[models.ResNetV2, ...]) -> tuple[jax.Array, dict]:
+  """The teachers' side of an evaluation, which a run needs once (`evaluation.TeacherPredictions`).
+
+  Args:
+    batch: {"image": (B, H, W, 3), "label": (B, K) dense, "mask": (B,)}.
+  Returns:
+    ((B, K) float32 probabilities at temperature 1, {"teacher_correct": the teachers' top-1
+    hits among the real examples, "count": real examples}: float32 scalars).
+  """
+  probs = teacher_probabilities(teachers, teacher_params, batch["image"], 1.0)
+  mask = batch["mask"]
+  return probs, {"teacher_correct": jnp.sum(losses.top1_correct(probs, batch["label"]) * mask),
+                 "count": jnp.sum(mask)}
+
+
+def eval_step(params, teacher_probs: jax.Array, batch: dict, *, student: models.ResNetV2,
+              loss_name: str = "softmax_xent") -> dict:
+  """`steps.eval_step`'s sums for the student and `distance_sums` against the teachers'
+  probabilities (B, K) on the same batch (`teacher_eval_step`)."""
   logits = student.apply({"params": params}, batch["image"])
   mask = batch["mask"]
   count = jnp.sum(mask)
-  targets = teacher_probabilities(teachers, teacher_params, batch["image"], 1.0)
   return {"correct": jnp.sum(losses.top1_correct(logits, batch["label"]) * mask),
           "loss": steps.loss_function(loss_name)(logits, batch["label"], mask) * count,
-          **distance_sums(logits, targets, batch["label"], mask)}
+          "count": count, **distance_sums(logits, teacher_probs, mask)}
 
 
 def jit_steps(student: models.ResNetV2, teacher: Teacher, optimizer: optax.GradientTransformation,
               learning_rate: Callable[[jax.Array], jax.Array], mesh: jax.sharding.Mesh,
               state_shardings, temperature: float, grad_accum_steps: int,
-              loss_name: str) -> tuple[Callable, Callable]:
-  """(train, eval) jitted with the state's, the teachers' and the batch's shardings.
+              loss_name: str) -> tuple[Callable, Callable, Callable]:
+  """(train, eval, teacher_eval) jitted with the state's, the teachers' and the batch's shardings.
 
   train: (state, batch, teacher params) -> (state, metrics); the state is donated, the
-  teachers are not. eval: (params, teacher params, batch with "mask") -> summed metrics.
+  teachers are not. eval: (params, teacher probabilities, batch with "mask") -> summed metrics.
+  teacher_eval: (teacher params, batch with "mask") -> (teacher probabilities split like the
+  batch, summed teacher top-1 hits).
   """
   batch = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
   train = functools.partial(train_step, student=student, teachers=teacher.models,
                             optimizer=optimizer, learning_rate=learning_rate,
                             temperature=temperature, grad_accum_steps=grad_accum_steps)
-  evaluate = functools.partial(eval_step, student=student, teachers=teacher.models,
-                               loss_name=loss_name)
+  evaluate = functools.partial(eval_step, student=student, loss_name=loss_name)
+  teacher_eval = functools.partial(teacher_eval_step, teachers=teacher.models)
   return (jax.jit(train, in_shardings=(state_shardings, batch, teacher.shardings),
                   out_shardings=(state_shardings, replicated), donate_argnums=0),
-          jax.jit(evaluate, in_shardings=(state_shardings.params, teacher.shardings, batch),
-                  out_shardings=replicated))
+          jax.jit(evaluate, in_shardings=(state_shardings.params, batch, batch),
+                  out_shardings=replicated),
+          jax.jit(teacher_eval, in_shardings=(teacher.shardings, batch),
+                  out_shardings=(batch, replicated)))

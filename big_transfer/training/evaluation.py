@@ -6,6 +6,7 @@ compiles once and uses the training's shardings.
 """
 
 import logging
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -20,26 +21,77 @@ from big_transfer.data import sampling
 
 
 # The eval steps' summed hits, by the name of the mean they give; other sums keep their name.
-_MEANS = {"correct": "accuracy", "teacher_correct": "teacher_accuracy", "agree": "agreement"}
+_MEANS = {"correct": "accuracy", "agree": "agreement"}
+
+
+class TeacherPredictions:
+  """A distillation run's teachers on the eval split: their probabilities and top-1, computed
+  by the first evaluation and kept for the later ones.
+
+  The teachers are frozen and the eval split is read in a fixed order, so both are constants of
+  the run; later evaluations compare the student with the kept probabilities instead of running
+  the teachers again (an R152x2 teacher's forward is most of an R50x1 student's evaluation).
+  The probabilities stay on the devices, laid out like the eval batches: eval examples x classes
+  float32 in all, split over every device of the job (ImageNet's validation split: 50,000 x
+  1,000 x 4 B = 200 MB in all; 25 MB a device on 8 devices), plus the last batch's padding.
+
+  Attributes:
+    accuracy: the teachers' (ensemble's) top-1, None until the first evaluation.
+  """
+
+  def __init__(self, teacher_eval: Callable, teacher_params: tuple):
+    """`teacher_eval`: `experiment.JittedSteps.teacher_eval`; `teacher_params`: the teachers
+    on the mesh (`Experiment.frozen_inputs()[0]`)."""
+    self._teacher_eval = teacher_eval
+    self._teacher_params = teacher_params
+    self._probs: list[jax.Array] | None = None
+    self.accuracy: float | None = None
+
+  @property
+  def computed(self) -> bool:
+    return self._probs is not None
+
+  def paired_with(self, batches: Iterator[dict]) -> Iterator[tuple[dict, jax.Array]]:
+    """Each eval batch of `batches` with the teachers' (B, K) probabilities for it: run on the
+    first complete pass, which also counts the teachers' top-1; kept from then on."""
+    if self._probs is not None:
+      yield from zip(batches, self._probs, strict=True)
+      return
+    probs, totals = [], None
+    for batch in batches:
+      batch_probs, sums = self._teacher_eval(self._teacher_params, batch)
+      probs.append(batch_probs)
+      totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+      yield batch, batch_probs
+    totals = jax.device_get(totals)
+    self.accuracy = float(totals["teacher_correct"]) / max(float(totals["count"]), 1.0)
+    self._probs = probs
 
 
 def top1(params, jitted: experiment.JittedSteps, input_cfg: data.InputConfig, batch_size: int,
-         batch_sharding, *frozen) -> dict:
+         batch_sharding, teacher: TeacherPredictions | None = None) -> dict:
   """Means over the whole eval split of what the eval step sums: {"accuracy", "loss",
-  "examples"}, and for a distillation run (`frozen`: the teachers' params) also
-  "teacher_accuracy", "agreement" and "kl" (`distill.distance_sums`).
+  "examples"}, and for a distillation run (`teacher`) also "agreement" and "kl"
+  (`distill.distance_sums`), and "teacher_accuracy" from the evaluation that ran the teachers
+  (the first; later ones reuse their predictions, `TeacherPredictions`).
 
   A prediction is correct when it is one of the example's true labels (multi-hot targets count
   any of their classes).
   """
+  batches = data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size), batch_sharding)
+  runs_teachers = teacher is not None and not teacher.computed
+  pairs = (((batch, ()) for batch in batches) if teacher is None else
+           ((batch, (probs,)) for batch, probs in teacher.paired_with(batches)))
   totals = None
-  for batch in data.prefetch_to_mesh(data.eval_batches(input_cfg, batch_size), batch_sharding):
-    sums = jitted.eval(params, *frozen, batch)
+  for batch, teacher_probs in pairs:
+    sums = jitted.eval(params, *teacher_probs, batch)
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   totals = jax.device_get(totals)
   count = max(float(totals["count"]), 1.0)
   means = {_MEANS.get(key, key): float(value) / count for key, value in totals.items()
            if key != "count"}
+  if runs_teachers:
+    means["teacher_accuracy"] = teacher.accuracy
   return {**means, "examples": int(totals["count"])}
 
 

@@ -29,16 +29,20 @@ class JittedSteps:
     create: rng key -> a fresh `TrainState`, laid out by the state shardings.
     train: (state, batch, *frozen) -> (state, metrics); the state is donated. `frozen` is
       `Experiment.frozen_inputs()`: the teachers' params of a distillation run, else nothing.
-    eval: (params, *frozen, batch with "mask") -> summed {"correct", "loss", "count"} (and a
-      distillation run's `distill.distance_sums`), replicated.
+    eval: (params, batch with "mask") -> summed {"correct", "loss", "count"}, replicated; in a
+      distillation run (params, teacher probabilities, batch) -> those and
+      `distill.distance_sums`.
     features: (params, images (B, H, W, 3)) -> pre-logits features (B, D), split like the batch.
     logits: (params, images (B, H, W, 3)) -> logits (B, K), split like the batch (evaluators).
+    teacher_eval: a distillation run's (teacher params, batch with "mask") -> (teacher
+      probabilities (B, K) split like the batch, summed teacher top-1 hits), else None.
   """
   create: Callable
   train: Callable
   eval: Callable
   features: Callable
   logits: Callable
+  teacher_eval: Callable | None = None
 
 
 def jit_steps(model: models.ResNetV2, optimizer: optax.GradientTransformation,
@@ -154,10 +158,10 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   if config.distill.teacher:
     distill.check_temperature(config.distill.temperature)
     teacher = distill.load_teacher(config.distill.teacher, num_classes, dtype, mesh)
-    train, evaluate = distill.jit_steps(model, teacher, optimizer, schedule.learning_rate, mesh,
-                                        state_shardings, config.distill.temperature,
-                                        config.grad_accum_steps, config.loss)
-    jitted = dataclasses.replace(jitted, train=train, eval=evaluate)
+    train, evaluate, teacher_eval = distill.jit_steps(
+        model, teacher, optimizer, schedule.learning_rate, mesh, state_shardings,
+        config.distill.temperature, config.grad_accum_steps, config.loss)
+    jitted = dataclasses.replace(jitted, train=train, eval=evaluate, teacher_eval=teacher_eval)
   record = run_record.RunRecord.of_run(
       config, num_classes, info.class_names, state_dtypes,
       **({} if teacher is None else dict(teacher=teacher.paths, teacher_sha256=teacher.sha256)))

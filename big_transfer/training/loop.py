@@ -5,6 +5,7 @@ JAX sees. Rerunning it on the same workdir resumes from the latest complete chec
 """
 
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -79,10 +80,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     with errors.on_interrupt(_INTERRUPTED_IN_SETUP):
       state, start = _initial_or_restored_state(config, exp, ckpts)
       frozen = exp.frozen_inputs()
+      teacher_predictions = (evaluation.TeacherPredictions(exp.steps.teacher_eval, *frozen)
+                             if exp.teacher else None)
+      evaluate = functools.partial(_evaluate, config, exp, fewshot_cfgs, ready_evals,
+                                   teacher=teacher_predictions)
       writer.write_hparams({k: v for k, v in config.to_dict().items()
                             if not isinstance(v, dict)})
-    state, status, train_metrics, first_step_done = _loop(config, exp, fewshot_cfgs, ready_evals,
-                                                          state, frozen, start, ckpts, writer)
+    state, status, train_metrics, first_step_done = _loop(config, exp, evaluate, state, frozen,
+                                                          start, ckpts, writer)
     summary = {"status": status, "step": int(state.step), "train": train_metrics,
                # Setup, compilation and one step: what a compilation cache shortens.
                "seconds_to_first_step": None if first_step_done is None else
@@ -94,9 +99,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                                f"done and its checkpoint at step {summary['step']} is kept (no "
                                f"{SUMMARY_FILE} is written); rerun the same command to evaluate "
                                "it without training again."):
-        results = _evaluate(config, exp, fewshot_cfgs, ready_evals, state.params, frozen)
+        results = evaluate(state.params)
       writer.write_scalars(summary["step"], results)
       summary.update(results)
+      if teacher_predictions is not None:  # A constant of the run, written to the metrics once.
+        summary["eval/teacher_accuracy"] = teacher_predictions.accuracy
   finally:
     ckpts.wait()  # A save in flight completes even when the loop failed.
     ckpts.close()
@@ -214,11 +221,12 @@ def _check_finite(state) -> None:
                                     "learning rate or set --config.grad_clip_norm.")
 
 
-def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, params,
-              frozen: tuple) -> dict:
+def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, params, *,
+              teacher: evaluation.TeacherPredictions | None) -> dict:
+  """One evaluation of `params`: top-1 (and against the teachers), few-shot, `config.evals`."""
   eval_cfg = dataclasses.replace(exp.input_cfg, mixup_alpha=0.0)
   top1 = evaluation.top1(params, exp.steps, eval_cfg, config.eval_batch_size, exp.batch_sharding,
-                         *frozen)
+                         teacher)
   results = {f"eval/{key}": value for key, value in top1.items()}
   if fewshot_cfgs and config.fewshot.shots:
     probes = evaluation.fewshot_probes(params, exp.steps, fewshot_cfgs, tuple(config.fewshot.shots),
@@ -234,10 +242,11 @@ def _evaluate(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, par
   return results
 
 
-def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, frozen: tuple,
-          start: int, ckpts: checkpoints.Checkpoints, writer) -> tuple[object, str, dict, float | None]:
-  """Steps from `start` to `config.total_steps` or a preemption; `frozen` are the steps'
-  unchanging inputs (`Experiment.frozen_inputs`).
+def _loop(config, exp: experiment.Experiment, evaluate, state, frozen: tuple, start: int,
+          ckpts: checkpoints.Checkpoints, writer) -> tuple[object, str, dict, float | None]:
+  """Steps from `start` to `config.total_steps` or a preemption; `frozen` are the train step's
+  unchanging inputs (`Experiment.frozen_inputs`), `evaluate`: params -> the metrics of one
+  evaluation.
 
   Returns:
     (state, status "completed" or "preempted", the last logged training means, when (time.time())
@@ -286,8 +295,7 @@ def _loop(config, exp: experiment.Experiment, fewshot_cfgs, ready_evals, state, 
           ckpts.save(step, state, exp.record, force=step == config.total_steps)
         if (config.eval_every_steps and step % config.eval_every_steps == 0
             and step < config.total_steps):
-          writer.write_scalars(step, _evaluate(config, exp, fewshot_cfgs, ready_evals,
-                                               state.params, frozen))
+          writer.write_scalars(step, evaluate(state.params))
   finally:
     batches.close()  # Stops the prefetch thread before evaluation or interpreter exit.
   return state, "completed", train_metrics, first_step_done

@@ -1,4 +1,5 @@
-"""Distillation through the command line: exact resume after SIGTERM, another teacher refused."""
+"""Distillation through the command line: exact resume after SIGTERM, another teacher refused,
+the export of the student."""
 
 import json
 import signal
@@ -11,14 +12,17 @@ import numpy as np
 import pytest
 
 import cli
-from big_transfer import models
+from big_transfer import export, models
 from big_transfer.models import interop
 from big_transfer.training import checkpoints
 
 TOTAL_STEPS = 8
-# The distillation recipe, shrunk: 16 px, batch 16, few steps, no few-shot probes.
+EVAL_EVERY = 4
+# The distillation recipe, shrunk: 16 px, batch 16, few steps, no few-shot probes, an
+# evaluation mid-way.
 RUN = {"total_steps": TOTAL_STEPS, "warmup_steps": 2, "checkpoint_every_steps": 3,
-       "log_every_steps": 1, "batch_size": 16, "data.crop": 16, "eval_batch_size": 64}
+       "log_every_steps": 1, "batch_size": 16, "data.crop": 16, "eval_batch_size": 64,
+       "eval_every_steps": EVAL_EVERY}
 
 
 def _teacher(path, seed):
@@ -69,6 +73,15 @@ def test_a_distillation_run_reports_student_teacher_agreement_and_kl(uninterrupt
   assert summary["train"]["loss"] > 0
 
 
+def test_the_teachers_top1_is_written_once_agreement_and_kl_at_every_evaluation(uninterrupted):
+  for tag in ("eval/accuracy", "eval/agreement", "eval/kl"):
+    assert [step for step, _ in cli.scalars(uninterrupted, tag)] == [EVAL_EVERY, TOTAL_STEPS], tag
+  [(step, accuracy)] = cli.scalars(uninterrupted, "eval/teacher_accuracy")
+  assert step == EVAL_EVERY
+  summary = json.loads((uninterrupted / "summary.json").read_text())
+  assert summary["eval/teacher_accuracy"] == pytest.approx(accuracy, rel=1e-6)
+
+
 def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_data_dir,
                                                             teachers, uninterrupted):
   proc = subprocess.Popen(_args(tmp_path, synthetic_data_dir, teachers[0]), cwd=cli.REPO,
@@ -101,3 +114,17 @@ def test_resuming_with_another_teacher_fails_in_one_line(tmp_path, synthetic_dat
   line = cli.assert_fails_in_one_line(result, "different run", "teacher_sha256: checkpoint has")
   assert "Use a new --workdir" in line
   assert sorted(p.name for p in (uninterrupted / "checkpoints").iterdir()) == before
+
+
+def test_the_export_of_a_distillation_run_is_the_student(uninterrupted, teachers, tmp_path):
+  info = export.export(uninterrupted, tmp_path / "student.npz", "npz")
+  exported = interop.load_bit_npz(tmp_path / "student.npz")
+  student = _final_params(uninterrupted)
+  assert jax.tree.structure(exported) == jax.tree.structure(student)
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(exported)[0],
+                          jax.tree.leaves(student)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  # Teacher and student are both R14x1 with 90 classes here: only the weights tell them apart.
+  teacher = interop.load_bit_npz(teachers[0])
+  assert not np.array_equal(exported["head"]["kernel"], teacher["head"]["kernel"])
+  assert (info["model"], info["num_classes"]) == ("BiT-S-R14x1", 90)

@@ -5,18 +5,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
 
 import cli
 from big_transfer.training import checkpoints
-
-
-def _scalars(workdir, tag):
-  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={"tensors": 0})
-  events.Reload()
-  return [(e.step, float(np.asarray(e.tensor_proto.float_val or
-                                    [np.frombuffer(e.tensor_proto.tensor_content, np.float32)[0]])[0]))
-          for e in events.Tensors(tag)]
 
 
 def test_loss_falls_on_the_built_in_data(tmp_path, synthetic_data_dir):
@@ -26,7 +17,7 @@ def test_loss_falls_on_the_built_in_data(tmp_path, synthetic_data_dir):
       "decay_fractions": "(0.75,)", "fewshot.shots": "()", "data.recipe": "finetune",
       "data.precrop": 18})
   assert result.returncode == 0, result.stderr[-3000:]
-  losses = [loss for _, loss in _scalars(tmp_path, "train/loss")]
+  losses = [loss for _, loss in cli.scalars(tmp_path, "train/loss")]
   assert len(losses) == 4
   assert losses[-1] < 0.8 * losses[0], losses
   summary = json.loads((tmp_path / "summary.json").read_text())
@@ -66,8 +57,8 @@ def test_the_summary_holds_sane_evaluation_and_few_shot_values(demo_run):
 
 def test_evaluation_runs_every_eval_every_steps_and_at_the_end(demo_run):
   workdir, _ = demo_run
-  assert [step for step, _ in _scalars(workdir, "eval/accuracy")] == [3, 6]
-  assert [step for step, _ in _scalars(workdir, "fewshot/bit_synthetic/downstream/1shot")] == [
+  assert [step for step, _ in cli.scalars(workdir, "eval/accuracy")] == [3, 6]
+  assert [step for step, _ in cli.scalars(workdir, "fewshot/bit_synthetic/downstream/1shot")] == [
       3, 6]
 
 

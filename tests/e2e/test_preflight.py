@@ -8,12 +8,14 @@ import sys
 import types
 
 import jax
+import numpy as np
 import pytest
 
 import cli
 from big_transfer.recipes import schema as config_lib
 from big_transfer import command_line, data, errors, models, preflight as program, sharding
 from big_transfer.launch import fit, preflight, topology_compile, tpu_types
+from big_transfer.models import interop
 from big_transfer.training import experiment
 
 GIB = 2**30
@@ -210,12 +212,16 @@ def test_a_bad_topology_fails_in_one_line(capsys):
   assert "'v5e-16'" in printed[0] and "v5litepod-16" in printed[0]
 
 
+def _param_shapes(num_classes: int) -> dict:
+  """{"params": ShapeDtypeStructs} of R14x1 with `num_classes` outputs."""
+  model = models.create("BiT-S-R14x1", num_classes=num_classes)
+  return jax.eval_shape(model.init, jax.random.key(0),
+                        jax.ShapeDtypeStruct((1, 16, 16, 3), "float32"))
+
+
 def _param_bytes(num_classes: int) -> int:
   """Bytes of the float32 parameters of R14x1 with `num_classes` outputs."""
-  model = models.create("BiT-S-R14x1", num_classes=num_classes)
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, 16, 16, 3), "float32"))
-  return sum(leaf.size * 4 for leaf in jax.tree.leaves(shapes))
+  return sum(leaf.size * 4 for leaf in jax.tree.leaves(_param_shapes(num_classes)))
 
 
 def _tiny_config(**overrides):
@@ -248,6 +254,39 @@ def test_when_xla_runs_out_of_memory_the_step_does_not_fit(monkeypatch):
   assert state, message
   assert float(state[1]) == pytest.approx(2 * _param_bytes(10) / MIB, abs=0.01)
   assert float(state[2]) == pytest.approx(4 * (16 * 16 * 3 + 10) * 4 / 2**10, abs=0.01)
+
+
+def test_a_distillation_step_is_compiled_with_the_teachers_and_counts_them(monkeypatch,
+                                                                          tmp_path):
+  # As above, without a TPU compile: the compile receives the lowered step and says it does
+  # not fit, so the message shows what the pre-flight counted before compiling.
+  monkeypatch.setattr(topology_compile, "compile_devices", lambda tpu_slice: jax.devices()[:4])
+  lowered_steps = []
+
+  def out_of_memory(lowered):
+    lowered_steps.append(lowered)
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM.")
+
+  monkeypatch.setattr(jax.stages.Lowered, "compile", out_of_memory)
+  # The student's network as the teacher; a compile needs its shapes, not its values.
+  teacher_params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype),
+                                _param_shapes(10)["params"])
+  interop.save_bit_npz(teacher_params, tmp_path / "teacher.npz")
+  config = _tiny_config()  # CIFAR-10: 10 classes, the teacher's.
+  config.distill.teacher = str(tmp_path / "teacher.npz")
+  with pytest.raises(errors.ConfigError) as raised:
+    preflight.estimate(config, "v5litepod-4")
+  # The step's third argument is the teacher: its parameters' shapes, laid out on the slice.
+  [lowered] = lowered_steps
+  _, _, teacher_args = lowered.args_info[0]
+  shapes = lambda tree: [tuple(leaf.shape) for leaf in jax.tree.leaves(tree)]
+  assert shapes(teacher_args) == shapes((teacher_params,))
+  # Replicated (fsdp 1), each device holds the parameters, their momentum and the teacher, here
+  # the student's network: three times the parameters' bytes.
+  held = re.search(r"parameters \+ optimizer state \+ teachers ([\d.]+) MiB, batch",
+                   str(raised.value))
+  assert held, str(raised.value)
+  assert float(held[1]) == pytest.approx(3 * _param_bytes(10) / MIB, abs=0.01)
 
 
 @cli.needs_libtpu

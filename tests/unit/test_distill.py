@@ -9,7 +9,7 @@ import pytest
 from big_transfer import data, errors, models, sharding
 from big_transfer.models import interop
 from big_transfer.recipes import schema as config_lib
-from big_transfer.training import checkpoints, distill, experiment, run_record
+from big_transfer.training import checkpoints, distill, evaluation, experiment, run_record
 
 CLASSES = 5
 
@@ -39,15 +39,12 @@ def test_kl_is_zero_for_a_student_equal_to_its_teacher_and_finite_for_zero_proba
   np.testing.assert_allclose(kl, [np.log(3)], rtol=1e-6)
 
 
-def test_agreement_teacher_accuracy_and_kl_count_only_real_examples():
+def test_agreement_and_kl_count_only_real_examples():
   student = jnp.array([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])
   teacher = jax.nn.softmax(jnp.array([[4.0, 0, 0], [0, 0, 4.0], [0, 0, 4.0], [0, 4.0, 0]]))
-  labels = jnp.eye(3)[jnp.array([0, 2, 1, 1])]
   mask = jnp.array([1.0, 1.0, 1.0, 0.0])  # The last example is padding.
-  sums = distill.distance_sums(student, teacher, labels, mask)
-  assert float(sums["count"]) == 3
+  sums = distill.distance_sums(student, teacher, mask)
   assert float(sums["agree"]) == 2            # Examples 0 and 2.
-  assert float(sums["teacher_correct"]) == 2  # Examples 0 and 1.
   expected_kl = sum(float(distill.kl_per_example(student[i:i + 1], teacher[i:i + 1])[0])
                     for i in range(3))
   np.testing.assert_allclose(float(sums["kl"]), expected_kl, rtol=1e-6)
@@ -115,6 +112,41 @@ def test_training_changes_the_student_and_leaves_the_teacher_as_loaded(trained):
   loaded = interop.load_bit_npz(exp.teacher.paths[0])
   for got, want in zip(jax.tree.leaves(jax.device_get(frozen)), jax.tree.leaves(loaded)):
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_teachers_run_once_on_the_eval_split_and_their_top1_is_reported_once(trained,
+                                                                                monkeypatch):
+  """Two evaluations: the teachers' eval step runs on the first one's batches only, and the
+  second, from the kept predictions, reports what the first did but the teachers' top-1."""
+  exp, frozen, state, *_ = trained
+  rng = np.random.default_rng(1)
+  batches = [{"image": rng.uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32),
+              "label": np.eye(CLASSES, dtype=np.float32)[rng.integers(0, CLASSES, 16)],
+              "mask": np.ones(16, np.float32)} for _ in range(3)]
+  batches[-1]["mask"][12:] = 0  # The last batch's padding.
+  monkeypatch.setattr(data, "eval_batches", lambda cfg, batch_size: iter(batches))
+  calls = []
+
+  def counted_teacher_eval(*args):
+    calls.append(args)
+    return exp.steps.teacher_eval(*args)
+
+  teacher = evaluation.TeacherPredictions(counted_teacher_eval, *frozen)
+  first, second = (evaluation.top1(state.params, exp.steps, exp.input_cfg, 16,
+                                   exp.batch_sharding, teacher) for _ in range(2))
+  assert len(calls) == len(batches)
+  assert "teacher_accuracy" not in second and teacher.accuracy == first["teacher_accuracy"]
+  # A kept prediction paired with another batch would change the agreement and the KL.
+  for key in ("accuracy", "loss", "agreement", "kl", "examples"):
+    assert second[key] == pytest.approx(first[key], rel=1e-6), key
+  assert first["examples"] == 44 and first["kl"] > 0
+  # The teachers' top-1 over the real examples, from their probabilities batch by batch.
+  probs = np.concatenate([np.asarray(exp.steps.teacher_eval(
+      frozen[0], jax.device_put(batch, exp.batch_sharding))[0]) for batch in batches])
+  real = np.concatenate([batch["mask"] for batch in batches]) > 0
+  labels = np.concatenate([np.argmax(batch["label"], -1) for batch in batches])
+  assert first["teacher_accuracy"] == pytest.approx(
+      np.mean(np.argmax(probs, -1)[real] == labels[real]))
 
 
 def test_the_teacher_is_sharded_by_the_students_rules(trained):
@@ -195,3 +227,28 @@ def test_temperature_must_be_positive(tmp_path):
   with pytest.raises(errors.ConfigError, match="distill.temperature must be positive, got 0.0"):
     experiment.build(config, dataset_info=INFO)
 
+
+
+def _convolutions(jaxpr):
+  """The convolutions of a jaxpr, nested calls included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      yield eqn
+    for param in eqn.params.values():
+      inner = getattr(param, "jaxpr", param)
+      if hasattr(inner, "eqns"):
+        yield from _convolutions(inner)
+
+
+def test_the_teachers_run_in_the_students_compute_dtype(tmp_path):
+  exp = experiment.build(_config(_teacher_npz(tmp_path / "teacher.npz"), model_dtype="bfloat16"),
+                         mesh=TWO_DEVICES, dataset_info=INFO)
+  traced = jax.make_jaxpr(lambda params, images: distill.teacher_probabilities(
+      exp.teacher.models, params, images, 1.0))(exp.teacher.params, jnp.zeros((2, 16, 16, 3)))
+  convolutions = list(_convolutions(traced.jaxpr))
+  kernels = [leaf for leaf in jax.tree.leaves(exp.teacher.params) if leaf.ndim == 4]
+  assert len(convolutions) == len(kernels)
+  assert {str(v.aval.dtype) for eqn in convolutions for v in eqn.invars} == {"bfloat16"}
+  # The stored teacher stays float32; its probabilities are float32 for the loss.
+  assert {str(leaf.dtype) for leaf in jax.tree.leaves(exp.teacher.params)} == {"float32"}
+  assert traced.out_avals[0].dtype == jnp.float32

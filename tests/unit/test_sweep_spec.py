@@ -204,6 +204,50 @@ def test_demo_fine_tunes_its_upstream_model_and_the_same_from_scratch(synthetic_
       spec.expand(smoke, {"data_dir": synthetic_data_dir})[0], "/w").data.crop
 
 
+def test_distill_crosses_flowers_and_pets_each_from_its_teacher_with_the_three_variants():
+  members = spec.expand(spec.load(f"{SWEEPS}/distill.py:flowers=/t/f.npz;/t/g.npz,seeds=2"))
+  assert len(members) == 2 * 3 * 2
+  assert _names(members)[:3] == [
+      "dataset=oxford_flowers102,teacher=f.npz+g.npz,variant=fast,seed=0",
+      "dataset=oxford_flowers102,teacher=f.npz+g.npz,variant=fast,seed=1",
+      "dataset=oxford_flowers102,teacher=f.npz+g.npz,variant=medium,seed=0"]
+  assert _names(members)[-1] == ("dataset=oxford_iiit_pet,teacher=R152x2_T_pet128.npz,"
+                                 "variant=long,seed=1")
+  configs = {(m.settings["dataset"], m.settings["variant"], m.settings["config.seed"]):
+             _recipe_config(m, "/w") for m in members}
+  flowers_fast = configs["oxford_flowers102", "fast", 1]
+  assert flowers_fast.distill.teacher == "/t/f.npz;/t/g.npz" and flowers_fast.seed == 1
+  assert (flowers_fast.model, flowers_fast.data.crop) == ("BiT-S-R50x1", 128)
+  assert configs["oxford_iiit_pet", "long", 0].distill.teacher == "R152x2_T_pet128.npz"
+  # Each member is the recipe's variant: its epochs, temperature and rate (the paper's Tab. 4).
+  for (dataset, variant, _), config in configs.items():
+    recipe = cli.recipe_config(f"configs/distill.py:teacher=t.npz,dataset={dataset},"
+                               f"variant={variant}")
+    assert ((config.total_steps, config.lr, config.weight_decay, config.distill.temperature)
+            == (recipe.total_steps, recipe.lr, recipe.weight_decay,
+                recipe.distill.temperature)), (dataset, variant)
+  assert configs["oxford_flowers102", "fast", 0].distill.temperature == 10.0
+  assert (configs["oxford_iiit_pet", "long", 0].total_steps
+          > configs["oxford_iiit_pet", "medium", 0].total_steps
+          > configs["oxford_iiit_pet", "fast", 0].total_steps)
+
+
+def test_distill_demo_distils_from_the_demo_teacher_and_trains_the_same_on_labels():
+  for arg, crop in (("demo", 32), ("smoke", 16)):
+    definition = spec.load(f"{SWEEPS}/distill.py:{arg}")
+    [teacher] = spec.prerequisite_runs(definition)
+    assert teacher.command("/w")[4] == "--workdir=/w/teacher"
+    distilled, labels = spec.expand(definition)
+    assert (distilled.name, labels.name) == ("distill.teacher=demo", "distill.teacher=labels")
+    distilled, labels = _recipe_config(distilled, "/w"), _recipe_config(labels, "/w")
+    assert distilled.distill.teacher == "/w/teacher" and labels.distill.teacher == ""
+    # The same student, steps, optimizer and data; only the targets differ.
+    assert distilled.to_dict() == {**labels.to_dict(), "distill": distilled.distill.to_dict()}
+    assert distilled.data.crop == crop
+    # The teacher classifies the student's classes: the demo's upstream run on the same data.
+    assert _recipe_config(teacher, "/w").dataset == distilled.dataset
+
+
 # --- The command line without training. ------------------------------------------------------
 
 def _sweep_cli(*args) -> subprocess.CompletedProcess:
