@@ -72,6 +72,27 @@ def test_a_signal_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic
   _assert_same_params(_final_params(tmp_path), uninterrupted)
 
 
+def test_ctrl_c_before_training_stops_in_one_line_with_exit_130(tmp_path):
+  # An empty data_dir: the built-in data set is generated first, for seconds, before training.
+  proc = subprocess.Popen(cli.main_args(tmp_path / "run", tmp_path / "tfds", **RUN),
+                          cwd=cli.REPO, text=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=cli.env_with_devices(1))
+  for line in proc.stderr:
+    if "Generating the built-in data set bit_synthetic/upstream" in line:
+      break
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-3000:]
+  assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
+  assert err.splitlines()[-1] == (
+      "Interrupted (Ctrl-C) while setting up the run, before it trained: the workdir's "
+      "checkpoints are as they were; rerun the same command to start or resume.")
+  assert not list((tmp_path / "run").iterdir())  # No hold left, no checkpoint.
+  # TFDS removed its half-written data set, so a rerun generates it again.
+  assert not [p for p in (tmp_path / "tfds").rglob("*") if "incomplete" in p.name]
+  assert not list((tmp_path / "tfds").rglob("*.tfrecord*"))
+
+
 def test_sigkill_loses_only_steps_since_the_last_checkpoint(tmp_path, synthetic_data_dir,
                                                             uninterrupted):
   proc = _start(tmp_path, synthetic_data_dir)

@@ -86,6 +86,7 @@ def test_a_killed_process_stops_the_other_in_one_line_and_a_rerun_resumes_exactl
                   "s, --config.peer_timeout_s); process 0 stops too. Rerun all 2 processes with "
                   "the same command to resume from the latest complete checkpoint.")
   assert "Terminating process" not in err and "Fatal Python error" not in err, err[-3000:]
+  assert not (tmp_path / "HOLD").exists()  # Released: a rerun from any host starts at once.
   listing = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
   complete = checkpoints.saved_steps(tmp_path)
   assert complete and max(complete) in (3, 6), listing
