@@ -13,6 +13,7 @@ import cli
 from big_transfer import models
 from big_transfer.training import checkpoints
 from big_transfer.models import interop
+from big_transfer.launch import workdir_hold
 
 TOTAL_STEPS = 12
 RUN = {"total_steps": TOTAL_STEPS, "checkpoint_every_steps": 3, "log_every_steps": 1,
@@ -48,24 +49,30 @@ def _start(workdir, data_dir):
                           env=cli.env_with_devices(1))
 
 
-@pytest.mark.parametrize("sent, after_step, line", [
-    (signal.SIGTERM, 7, "Preempted: saved the checkpoint at step {step}"),
-    # Ctrl-C stops like a preemption.
-    (signal.SIGINT, 2, "Interrupted (Ctrl-C): saved the checkpoint at step {step}; rerun the "
-                       "same command to resume."),
-], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_data_dir,
-                                                             uninterrupted, sent, after_step,
-                                                             line):
-  proc = _start(tmp_path, synthetic_data_dir)
-  cli.wait_for_step(proc, after_step)
-  proc.send_signal(sent)
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 143, err[-3000:]
-  assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
-  stopped_at = _saved_steps(tmp_path)[-1]
-  assert after_step <= stopped_at < TOTAL_STEPS
-  assert line.format(step=stopped_at) in err
+def test_ctrl_c_then_sigterm_save_release_the_hold_and_the_same_command_resumes_exactly(
+    tmp_path, synthetic_data_dir, uninterrupted):
+  # Ctrl-C stops like a preemption. The second run resumes from the first's checkpoint and is
+  # preempted in turn; the third finishes, with the weights of a run never stopped.
+  signals = [
+      (signal.SIGINT, 2, "Interrupted (Ctrl-C): saved the checkpoint at step {step}; rerun the "
+                         "same command to resume."),
+      (signal.SIGTERM, 7, "Preempted: saved the checkpoint at step {step}"),
+  ]
+  stopped_at = None
+  for sent, after_step, line in signals:
+    proc = _start(tmp_path, synthetic_data_dir)
+    started = "".join(cli.wait_for_step(proc, after_step))
+    if stopped_at is not None:
+      assert f"Resuming from the checkpoint at step {stopped_at}" in started
+    assert workdir_hold.read(tmp_path).pid == proc.pid
+    proc.send_signal(sent)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "HOLD").exists()  # Released on the way out.
+    stopped_at = _saved_steps(tmp_path)[-1]
+    assert after_step <= stopped_at < TOTAL_STEPS
+    assert line.format(step=stopped_at) in err
   resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resuming from the checkpoint at step {stopped_at}" in resumed.stderr
