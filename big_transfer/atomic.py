@@ -3,7 +3,8 @@
 The content goes to a temporary name beside the target, which is then renamed over it: on a
 local file system the rename is atomic; on gs:// an object appears only once complete. Paths go
 through etils.epath, so both work the same way. `check_scheme` refuses, before anything is
-written, a `SCHEME://` path that TensorFlow's file systems (which epath uses for such paths) lack.
+written, a `SCHEME://` path that TensorFlow's file systems (which epath uses for such paths) lack;
+every program calls it on each path it is given, where the path enters.
 """
 
 import json
@@ -14,18 +15,23 @@ from etils import epath
 from big_transfer import errors
 
 
-def check_scheme(path, what: str) -> None:
+def check_scheme(path, what: str, value: str | None = None) -> None:
   """Raises a ConfigError naming the supported schemes when TensorFlow has no file system for
-  `path`'s `SCHEME://` prefix; `what` names the path ("--workdir"). A path without a scheme is
-  local and always passes."""
-  scheme, separator, _ = str(path).partition("://")
+  `path`'s `SCHEME://` prefix. A path without a scheme is local and always passes.
+
+  Args:
+    path: the path (local, gs://, ...); None or "" passes.
+    what: the flag that gave it ("--workdir", "--config.init").
+    value: the flag's whole value when `path` is a part of it ("folder:DIR", "A;B").
+  """
+  scheme, separator, _ = str(path or "").partition("://")
   if not separator:
     return
   import tensorflow as tf  # Only for a SCHEME:// path, so this module imports without TensorFlow.
   supported = sorted(s for s in tf.io.gfile.get_registered_schemes() if s)
   if scheme not in supported:
-    raise errors.ConfigError(f"{what}={path}: TensorFlow's file systems have no {scheme}:// "
-                             f"scheme; use a local path or one of "
+    raise errors.ConfigError(f"{what}={value or path}: TensorFlow's file systems have no "
+                             f"{scheme}:// scheme; use a local path or one of "
                              f"{', '.join(s + '://' for s in supported)}.")
 
 

@@ -5,8 +5,11 @@ A program defines its flags, then calls `command_line.run(main)`. Its exit code 
 0 when `main` returns (or returns 0), what `main` returns otherwise, and `USER_ERROR` (1) with
 one `error: <message>` line on stderr for anything the user can fix: a `errors.UserError` raised
 by `main`, a bad or unknown flag, a missing or unparsable `--config` file, a recipe's own error
-(a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` or a value of the wrong type. Any
-other exception keeps its traceback.
+(a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` or a value of the wrong type; and
+`INTERRUPTED` (130) with one line for a Ctrl-C that `main` did not handle itself (the line of the
+innermost `errors.on_interrupt` block it left: what was interrupted, that nothing written is
+lost, how to go on; `--verbosity=1` logs its traceback too). Any other exception keeps its
+traceback.
 """
 
 from collections.abc import Callable
@@ -14,7 +17,7 @@ import pathlib
 import sys
 from typing import NoReturn
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from big_transfer import errors
@@ -25,6 +28,12 @@ USER_ERROR = 1
 # by SIGTERM after saving a checkpoint exits with it, so schedulers that restart failed jobs
 # (SLURM --requeue, Kubernetes) rerun it.
 PREEMPTED = 143
+# 128 + SIGINT, what a shell reports for a program that Ctrl-C ended.
+INTERRUPTED = 130
+# What a Ctrl-C outside every `errors.on_interrupt` block says: each program writes its files
+# whole or not at all (big_transfer.atomic, TFDS's temporary folders), so it is true of all.
+_INTERRUPTED_LINE = ("Interrupted (Ctrl-C) before the program finished: a file is written whole "
+                     "or not at all, so nothing already written is lost; rerun the same command.")
 
 
 def run(main: Callable[[list[str]], int | None]) -> NoReturn:
@@ -34,13 +43,18 @@ def run(main: Callable[[list[str]], int | None]) -> NoReturn:
 
 
 def exit_code(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
-  """`main(argv)`'s return value (None: 0), or USER_ERROR with the one `error:` line of a
-  UserError it raised; any other exception propagates with its traceback."""
+  """`main(argv)`'s return value (None: 0), USER_ERROR with the one `error:` line of a
+  UserError it raised, or INTERRUPTED with the one line of a Ctrl-C; any other exception
+  propagates with its traceback."""
   try:
     _refuse_positional_arguments(argv)
     return main(argv) or 0
   except errors.UserError as e:
     return _fail(str(e))
+  except KeyboardInterrupt as e:
+    logging.debug("Interrupted here:", exc_info=e)  # Shown with --verbosity=1.
+    print(errors.interrupt_line(e) or _INTERRUPTED_LINE, file=sys.stderr, flush=True)
+    return INTERRUPTED
 
 
 def _fail(message: str) -> int:

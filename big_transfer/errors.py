@@ -5,10 +5,15 @@ was wrong, the value seen and what to do. Every other exception (a bug of ours, 
 `OSError` from remote storage) keeps its traceback. The subclasses also derive from the builtin
 type a library caller would expect (`ValueError`, `ArithmeticError`), so `except ValueError`
 still catches a bad setting.
+
+A Ctrl-C is no error, but it too ends in one line: `on_interrupt(line)` names what a block does
+and what a rerun does after it, and `command_line` prints the line of the innermost such block
+that a KeyboardInterrupt left.
 """
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -39,3 +44,20 @@ class NonFiniteLossError(UserError, ArithmeticError):
 
 class WorkdirHeldError(UserError):
   """Another live job holds the workdir; this one stopped before touching it."""
+
+
+@contextlib.contextmanager
+def on_interrupt(line: str) -> Iterator[None]:
+  """A KeyboardInterrupt leaving the block carries `line` (what was interrupted, that nothing
+  written is lost, how to go on) for `interrupt_line`; a block nested inside sets its own first."""
+  try:
+    yield
+  except KeyboardInterrupt as e:
+    if not hasattr(e, "interrupt_line"):
+      e.interrupt_line = line
+    raise
+
+
+def interrupt_line(interrupt: KeyboardInterrupt) -> str | None:
+  """The line of the innermost `on_interrupt` block `interrupt` left, or None outside any."""
+  return getattr(interrupt, "interrupt_line", None)

@@ -59,6 +59,9 @@ def load_model(init) -> trained.Model:
 
 def run(init: str, names: list[str], workdir, config: ml_collections.ConfigDict) -> dict:
   """Evaluates `init` on the evaluators `names`; writes and returns the results."""
+  for path, flag in ((init, "--init"), (config.data_dir, "--config.data_dir"),
+                     (workdir, "--workdir")):
+    atomic.check_scheme(path, flag)
   eval_sets = evaluators.check(names, config.label_map)
   if not eval_sets:
     raise errors.ConfigError("--evals names no evaluator; e.g. --evals=imagenet2012,imagenet_a.")

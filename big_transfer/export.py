@@ -230,6 +230,7 @@ def export(workdir, output, format: str = "npz", step: int | None = None,
     raise errors.ConfigError(f"--features adds a signature to a SavedModel; it does nothing for "
                              f"--format={format}. Pass --format=savedmodel, or load the {format} "
                              "export with models.create(..., features=...).")
+  atomic.check_scheme(workdir, "--workdir")
   output = epath.Path(output)
   _check_output(output, format, overwrite)
   trained = load_checkpoint(workdir, step)

@@ -5,7 +5,7 @@ import typing
 
 import ml_collections
 
-from big_transfer import errors
+from big_transfer import atomic, errors
 
 RECIPES = ("upstream", "finetune")
 FOLDER_PREFIX = "folder:"
@@ -51,6 +51,9 @@ class InputConfig:
   shuffle_buffer: int = 10_000
 
   def __post_init__(self):
+    atomic.check_scheme(self.data_dir, "--config.data.data_dir")
+    if self.is_folder:
+      atomic.check_scheme(self.dataset[len(FOLDER_PREFIX):], "--config.dataset", self.dataset)
     if self.recipe not in RECIPES:
       raise errors.ConfigError(f"recipe must be one of {RECIPES}, got {self.recipe!r}.")
     if self.crop < 1:

@@ -21,6 +21,7 @@ import tempfile
 from absl import flags, logging
 import tensorflow_datasets as tfds
 
+from big_transfer import atomic
 from big_transfer import command_line
 from big_transfer import errors
 from big_transfer.data import class_orders
@@ -72,6 +73,8 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
     beam_options: Beam pipeline flags, as on a command line.
   """
   _check_name(name)
+  atomic.check_scheme(data_dir, "--data_dir")
+  atomic.check_scheme(source.partition(":")[2], "--source", source)
   if file_format not in FORMATS:
     raise errors.ConfigError(f"--format={file_format!r} must be one of {', '.join(FORMATS)}.")
   if shards is not None and shards < 1:

@@ -13,6 +13,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from big_transfer import errors
 from big_transfer.data import dataset_table
@@ -69,6 +70,8 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
                              f"{builder.data_dir_root} (there is no {builder.data_path}). "
                              + _prepare_hint(exact if ":" in dataset else dataset,
                                              builder.data_dir_root))
+    # TFDS prints its own lines of this on stdout only; a pause of seconds gets a reason.
+    logging.info("Generating the built-in data set %s in %s, once.", dataset, builder.data_path)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   file_format = builder.info.file_format  # None in metadata older than the field: tfrecord.

@@ -18,9 +18,11 @@ checkpoint only after every process wrote its part, so a save the lost process n
 stays under a temporary name that no restore reads. Process 0 hosts the service: when it is the
 one lost, the runtime's own abort reaches the others before the watch can (jaxlib 0.10's
 `missed_heartbeat_callback` would let us word it, but calling it from Python aborts with
-std::bad_cast).
+std::bad_cast). The watch's exit runs no `finally` of the main thread, so what must not outlive
+the process (process 0's workdir hold) registers a cleanup with `cleanup_when_lost`.
 """
 
+from collections.abc import Callable
 import contextlib
 import logging
 import os
@@ -38,6 +40,11 @@ from big_transfer import errors
 DEFAULT_PEER_TIMEOUT_S = 60
 # How often the watch asks the coordination service which processes are alive.
 _WATCH_INTERVAL_S = 1.0
+# Seconds a lost peer's exit waits for the cleanups of `cleanup_when_lost` (a remote file
+# system may hang; the exit must not).
+_CLEANUP_S = 10.0
+# The cleanups to run before `_lost` ends this process, innermost last.
+_cleanups: list[Callable[[], None]] = []
 
 
 def _hosts_listed(variable: str) -> int | None:
@@ -123,7 +130,30 @@ def _lost(processes: list[int], how: str) -> None:
   print(f"error: Lost process {names} of this {count}-process job ({how}); process "
         f"{jax.process_index()} stops too. Rerun all {count} processes with the same command to "
         "resume from the latest complete checkpoint.", file=sys.stderr, flush=True)
+  # In a thread of their own, waited for at most _CLEANUP_S: only the exit is certain.
+  cleanup = threading.Thread(target=_run_cleanups, name="lost-peer-cleanup", daemon=True)
+  cleanup.start()
+  cleanup.join(_CLEANUP_S)
   os._exit(1)  # Not sys.exit: the main thread may never return from a collective.
+
+
+def _run_cleanups() -> None:
+  for fn in reversed(list(_cleanups)):
+    try:
+      fn()
+    except Exception as e:  # One failing cleanup must not keep the others from running.
+      logging.warning("A cleanup before stopping failed (%s: %s).", type(e).__name__, e)
+
+
+@contextlib.contextmanager
+def cleanup_when_lost(fn: Callable[[], None]):
+  """While the block runs, a lost peer's exit of this process (which runs no `finally`) first
+  calls `fn()` from another thread, waiting for it at most `_CLEANUP_S` seconds."""
+  _cleanups.append(fn)
+  try:
+    yield
+  finally:
+    _cleanups.remove(fn)
 
 
 class _PeerWatch(threading.Thread):

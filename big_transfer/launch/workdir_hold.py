@@ -4,7 +4,7 @@ Schedulers restart jobs and people relaunch them; two jobs training into one wor
 overwrite each other's checkpoints. Process 0 of a job claims `WORKDIR/HOLD`, a small JSON file
 naming the holder (host, process id, scheduler job and attempt, start time, heartbeat time and a
 random token), refreshes its heartbeat from a background thread, and deletes it when the run ends
-(completed, failed, or saved and stopped after SIGTERM). Every process of a multi-process job
+(completed, failed, saved and stopped after SIGTERM, or stopped by a lost peer of its job). Every process of a multi-process job
 learns process 0's outcome, so all processes of a refused job stop before touching the workdir.
 
 A hold whose holder is gone is taken over with a warning. The holder is gone when
@@ -39,6 +39,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from big_transfer import atomic, errors
+from big_transfer.launch import distributed
 
 HOLD_NAME = "HOLD"
 # Seconds a claim written without an exclusive create is left before it is read back.
@@ -261,7 +262,11 @@ def hold(workdir, stale_after_s: float):
     yield
     return
   heartbeat = _Heartbeat(workdir, holder, stale_after_s / HEARTBEATS_PER_STALE_PERIOD)
+  release = lambda: _release(workdir, holder, heartbeat, stale_after_s)
   try:
-    yield
+    # A lost peer ends this process without unwinding it: a rerun (from another host too) must
+    # not find the workdir held until the hold goes stale.
+    with distributed.cleanup_when_lost(release):
+      yield
   finally:
-    _release(workdir, holder, heartbeat, stale_after_s)
+    release()

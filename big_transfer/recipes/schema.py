@@ -10,9 +10,9 @@ import math
 
 import ml_collections
 
-from big_transfer import data, errors
+from big_transfer import atomic, data, errors
 from big_transfer.recipes import upstream
-from big_transfer.training import evaluators, fewshot, optim
+from big_transfer.training import distill, evaluators, fewshot, optim
 
 
 def base() -> ml_collections.ConfigDict:
@@ -92,7 +92,8 @@ def check(config: ml_collections.ConfigDict) -> None:
 
   Keys owned by another module are checked there (the schedule by `optim.Schedule`, the mesh by
   `sharding`, the data section by `data.InputConfig`, the model by `models`); that every number
-  is finite is checked here, for all of them.
+  is finite is checked here, for all of them, and that the scheme of `init` and of each teacher
+  has a file system.
   """
   for key, value in _numbers(config.to_dict()):
     if not math.isfinite(value):
@@ -114,6 +115,9 @@ def check(config: ml_collections.ConfigDict) -> None:
   evaluators.check(config.evals, config.evals_label_map)
   if config.fewshot.l2_reg <= 0:
     raise errors.ConfigError(f"fewshot.l2_reg must be positive, got {config.fewshot.l2_reg}.")
+  atomic.check_scheme(config.init, "--config.init")
+  for teacher in distill.teacher_paths(config.distill.teacher):
+    atomic.check_scheme(teacher, "--config.distill.teacher", config.distill.teacher)
 
 
 def _numbers(tree: dict, prefix: str = ""):

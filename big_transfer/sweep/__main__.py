@@ -12,7 +12,7 @@ import sys
 
 from absl import flags
 
-from big_transfer import command_line, errors
+from big_transfer import atomic, command_line, errors
 from big_transfer.sweep import report, runner, spec
 
 FLAGS = flags.FLAGS
@@ -73,6 +73,7 @@ def _selected(members: list[spec.Member]) -> list[spec.Member]:
 def main(argv) -> int:
   del argv  # Flags only.
   workdir = FLAGS.workdir
+  atomic.check_scheme(workdir, "--workdir")
   if FLAGS.report and not FLAGS.sweep:
     for path in report.write(workdir):
       print(path)

@@ -13,6 +13,7 @@ import inspect
 import logging
 import sys
 import time
+import traceback
 
 import jax
 from jax.experimental import multihost_utils
@@ -27,6 +28,8 @@ from big_transfer.training import run_record
 
 # Where a run's checkpoints live, under its workdir.
 SUBDIR = "checkpoints"
+# orbax's module that reads the arrays of a checkpoint (`async_deserialize` and its reads).
+_READS_MODULE = "/orbax/checkpoint/_src/serialization/"
 
 
 def saved_steps(workdir) -> list[int]:
@@ -192,7 +195,8 @@ def _one_line(error: Exception) -> str:
 @contextlib.contextmanager
 def _abandoned_reads_dropped():
   """Drops Python's "Exception ignored in: <coroutine ...>" reports of a failed restore (and
-  asyncio's reports of its failed read tasks, through `_AbandonedReadReports`).
+  asyncio's reports of its failed read tasks, through `_AbandonedReadReports`, and tensorstore's
+  of their late callbacks, through `_drop_late_read_callbacks`).
 
   orbax reads the arrays in concurrent coroutines; when one read fails (a damaged file) the
   others are abandoned, and each prints a traceback when it is collected. The failure itself is
@@ -201,6 +205,7 @@ def _abandoned_reads_dropped():
   asyncio_log = logging.getLogger("asyncio")
   if not any(isinstance(f, _AbandonedReadReports) for f in asyncio_log.filters):
     asyncio_log.addFilter(_AbandonedReadReports())
+  _drop_late_read_callbacks()
   previous = sys.unraisablehook
 
   def hook(unraisable):
@@ -215,16 +220,48 @@ def _abandoned_reads_dropped():
     sys.unraisablehook = previous
 
 
+def _is_late_read_callback(unraisable) -> bool:
+  """Whether an unraisable report is tensorstore's callback of an abandoned read that finished
+  after orbax closed the event loop of the failed restore (`asyncio_utils.run_sync` closes it as
+  soon as the first read fails): called from tensorstore's own thread, so no Python frame is
+  above asyncio's `call_soon_threadsafe`, which finds the loop closed."""
+  tb = unraisable.exc_traceback
+  return (unraisable.object is None and isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed" and tb is not None
+          and tb.tb_frame.f_code.co_name == "call_soon_threadsafe")
+
+
+def _drop_late_read_callbacks() -> None:
+  """Puts a hook before `sys.unraisablehook`, once, that drops `_is_late_read_callback` reports.
+
+  It stays: the abandoned reads finish on tensorstore's threads at any time after the restore
+  (seconds later, in the middle of training), each report a 5-line traceback."""
+  if getattr(sys.unraisablehook, "drops_late_read_callbacks", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _is_late_read_callback(unraisable):
+      previous(unraisable)
+
+  hook.drops_late_read_callbacks = True
+  sys.unraisablehook = hook
+
+
 class _AbandonedReadReports(logging.Filter):
-  """Drops asyncio's "Task exception was never retrieved" report of an abandoned array read.
+  """Drops asyncio's "... exception was never retrieved" reports of abandoned array reads (a
+  read task's, or the gathering future's of several).
 
   The reads run on orbax's own event loop, whose tasks may be collected long after the restore
-  failed; so this filter stays on the "asyncio" logger, and drops only array-read tasks."""
+  failed; so this filter stays on the "asyncio" logger, and drops only the reports of exceptions
+  raised by orbax's array reads."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    message = str(record.msg)
-    return not (message.startswith("Task exception was never retrieved")
-                and "deserialize" in message)
+    if "exception was never retrieved" not in str(record.msg) or not record.exc_info:
+      return True
+    tb = record.exc_info[2]
+    return not any(_READS_MODULE in frame.f_code.co_filename
+                   for frame, _ in traceback.walk_tb(tb))
 
 
 def _check_layout(saved, abstract_state) -> None:

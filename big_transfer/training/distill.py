@@ -67,6 +67,11 @@ def check_temperature(temperature: float) -> None:
                              "(--config.distill.temperature; 1 is the recipe's default).")
 
 
+def teacher_paths(spec: str) -> tuple[str, ...]:
+  """The paths of `config.distill.teacher` ("PATH[;PATH...]"), in order."""
+  return tuple(part.strip() for part in spec.split(SEPARATOR) if part.strip())
+
+
 def load_teacher(spec: str, num_classes: int, dtype, mesh: jax.sharding.Mesh) -> Teacher:
   """Reads the teachers of `config.distill.teacher` ("PATH[;PATH...]").
 
@@ -78,7 +83,7 @@ def load_teacher(spec: str, num_classes: int, dtype, mesh: jax.sharding.Mesh) ->
   Raises:
     ConfigError naming the path for a teacher that cannot be read or does not fit.
   """
-  paths = tuple(part.strip() for part in spec.split(SEPARATOR) if part.strip())
+  paths = teacher_paths(spec)
   if not paths:
     raise errors.ConfigError(f"distill.teacher {spec!r} names no teacher; pass a .npz, a run's "
                              "workdir or a .msgpack export, several separated by ';'.")

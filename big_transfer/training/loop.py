@@ -34,6 +34,11 @@ from big_transfer.launch import workdir_hold
 
 # In the workdir when a run ends: status, step, metrics and the config (what a sweep reads).
 SUMMARY_FILE = "summary.json"
+# What a Ctrl-C says before the loop's own handler runs (data preparation, restoring, state
+# creation): nothing of the workdir has changed yet.
+_INTERRUPTED_IN_SETUP = ("Interrupted (Ctrl-C) while setting up the run, before it trained: the "
+                         "workdir's checkpoints are as they were; rerun the same command to start "
+                         "or resume.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -57,9 +62,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   started = time.time()
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  exp = experiment.build(config)
-  fewshot_cfgs = _open_evaluation_data(exp)
-  ready_evals = _ready_evaluators(config, exp.model.num_classes)
+  with errors.on_interrupt(_INTERRUPTED_IN_SETUP):
+    exp = experiment.build(config)
+    fewshot_cfgs = _open_evaluation_data(exp)
+    ready_evals = _ready_evaluators(config, exp.model.num_classes)
   logging.info("Topology: %s", sharding.describe(exp.mesh, config.batch_size,
                                                   config.grad_accum_steps))
   logging.info("Schedule: %s", exp.schedule.describe(config.batch_size,
@@ -71,13 +77,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                                   config.keep_checkpoints, config.keep_checkpoint_every or None)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   try:
-    state, start = _initial_or_restored_state(config, exp, ckpts)
-    frozen = exp.frozen_inputs()
-    teacher_predictions = (evaluation.TeacherPredictions(exp.steps.teacher_eval, *frozen)
-                           if exp.teacher else None)
-    evaluate = functools.partial(_evaluate, config, exp, fewshot_cfgs, ready_evals,
-                                 teacher=teacher_predictions)
-    writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
+    with errors.on_interrupt(_INTERRUPTED_IN_SETUP):
+      state, start = _initial_or_restored_state(config, exp, ckpts)
+      frozen = exp.frozen_inputs()
+      teacher_predictions = (evaluation.TeacherPredictions(exp.steps.teacher_eval, *frozen)
+                             if exp.teacher else None)
+      evaluate = functools.partial(_evaluate, config, exp, fewshot_cfgs, ready_evals,
+                                   teacher=teacher_predictions)
+      writer.write_hparams({k: v for k, v in config.to_dict().items()
+                            if not isinstance(v, dict)})
     state, status, train_metrics, first_step_done = _loop(config, exp, evaluate, state, frozen,
                                                           start, ckpts, writer)
     summary = {"status": status, "step": int(state.step), "train": train_metrics,
@@ -85,7 +93,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                "seconds_to_first_step": None if first_step_done is None else
                                         first_step_done - started}
     if status == "completed":
-      results = evaluate(state.params)
+      # The checkpoint of the last step is saved (the `finally` below waits for it); without a
+      # summary, a rerun restores it and only evaluates.
+      with errors.on_interrupt(f"Interrupted (Ctrl-C) during the final evaluation: training is "
+                               f"done and its checkpoint at step {summary['step']} is kept (no "
+                               f"{SUMMARY_FILE} is written); rerun the same command to evaluate "
+                               "it without training again."):
+        results = evaluate(state.params)
       writer.write_scalars(summary["step"], results)
       summary.update(results)
       if teacher_predictions is not None:  # A constant of the run, written to the metrics once.
@@ -240,14 +254,18 @@ def _loop(config, exp: experiment.Experiment, evaluate, state, frozen: tuple, st
   """
   progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer,
                                              every_steps=config.log_every_steps)
-  batches = data.prefetch_to_mesh(
-      data.train_batches(exp.input_cfg, config.batch_size, config.seed, start_step=start),
-      exp.batch_sharding)
+  with errors.on_interrupt(_INTERRUPTED_IN_SETUP):
+    batches = data.prefetch_to_mesh(
+        data.train_batches(exp.input_cfg, config.batch_size, config.seed, start_step=start),
+        exp.batch_sharding)
   pending, last_log, train_metrics, first_step_done = [], time.time(), {}, None
   in_flight = step_window.StepWindow()  # XLA:CPU's fake devices deadlock when dispatch runs far ahead.
   step = start
   try:
-    with _PreemptionWatch(ckpts) as preemption:
+    # The first Ctrl-C is the watch's (save and stop); a second one interrupts whatever runs.
+    with errors.on_interrupt("Interrupted (Ctrl-C) a second time while training: stopped; the "
+                             "workdir's complete checkpoints are kept; rerun the same command to "
+                             "resume from the latest."), _PreemptionWatch(ckpts) as preemption:
       while step < config.total_steps:
         state, metrics = exp.steps.train(state, next(batches), *frozen)
         in_flight.add(metrics)

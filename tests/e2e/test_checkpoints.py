@@ -13,6 +13,7 @@ import cli
 from big_transfer import models
 from big_transfer.training import checkpoints
 from big_transfer.models import interop
+from big_transfer.launch import workdir_hold
 
 TOTAL_STEPS = 12
 RUN = {"total_steps": TOTAL_STEPS, "checkpoint_every_steps": 3, "log_every_steps": 1,
@@ -48,28 +49,55 @@ def _start(workdir, data_dir):
                           env=cli.env_with_devices(1))
 
 
-@pytest.mark.parametrize("sent, after_step, line", [
-    (signal.SIGTERM, 7, "Preempted: saved the checkpoint at step {step}"),
-    # Ctrl-C stops like a preemption.
-    (signal.SIGINT, 2, "Interrupted (Ctrl-C): saved the checkpoint at step {step}; rerun the "
-                       "same command to resume."),
-], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_data_dir,
-                                                             uninterrupted, sent, after_step,
-                                                             line):
-  proc = _start(tmp_path, synthetic_data_dir)
-  cli.wait_for_step(proc, after_step)
-  proc.send_signal(sent)
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 143, err[-3000:]
-  assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
-  stopped_at = _saved_steps(tmp_path)[-1]
-  assert after_step <= stopped_at < TOTAL_STEPS
-  assert line.format(step=stopped_at) in err
+def test_ctrl_c_then_sigterm_save_release_the_hold_and_the_same_command_resumes_exactly(
+    tmp_path, synthetic_data_dir, uninterrupted):
+  # Ctrl-C stops like a preemption. The second run resumes from the first's checkpoint and is
+  # preempted in turn; the third finishes, with the weights of a run never stopped.
+  signals = [
+      (signal.SIGINT, 2, "Interrupted (Ctrl-C): saved the checkpoint at step {step}; rerun the "
+                         "same command to resume."),
+      (signal.SIGTERM, 7, "Preempted: saved the checkpoint at step {step}"),
+  ]
+  stopped_at = None
+  for sent, after_step, line in signals:
+    proc = _start(tmp_path, synthetic_data_dir)
+    started = "".join(cli.wait_for_step(proc, after_step))
+    if stopped_at is not None:
+      assert f"Resuming from the checkpoint at step {stopped_at}" in started
+    assert workdir_hold.read(tmp_path).pid == proc.pid
+    proc.send_signal(sent)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "HOLD").exists()  # Released on the way out.
+    stopped_at = _saved_steps(tmp_path)[-1]
+    assert after_step <= stopped_at < TOTAL_STEPS
+    assert line.format(step=stopped_at) in err
   resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resuming from the checkpoint at step {stopped_at}" in resumed.stderr
   _assert_same_params(_final_params(tmp_path), uninterrupted)
+
+
+def test_ctrl_c_before_training_stops_in_one_line_with_exit_130(tmp_path):
+  # An empty data_dir: the built-in data set is generated first, for seconds, before training.
+  proc = subprocess.Popen(cli.main_args(tmp_path / "run", tmp_path / "tfds", **RUN),
+                          cwd=cli.REPO, text=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=cli.env_with_devices(1))
+  for line in proc.stderr:
+    if "Generating the built-in data set bit_synthetic/upstream" in line:
+      break
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-3000:]
+  assert "KeyboardInterrupt" not in err and "Traceback" not in err, err[-3000:]
+  assert err.splitlines()[-1] == (
+      "Interrupted (Ctrl-C) while setting up the run, before it trained: the workdir's "
+      "checkpoints are as they were; rerun the same command to start or resume.")
+  assert not list((tmp_path / "run").iterdir())  # No hold left, no checkpoint.
+  # TFDS removed its half-written data set, so a rerun generates it again.
+  assert not [p for p in (tmp_path / "tfds").rglob("*") if "incomplete" in p.name]
+  assert not list((tmp_path / "tfds").rglob("*.tfrecord*"))
 
 
 def test_sigkill_loses_only_steps_since_the_last_checkpoint(tmp_path, synthetic_data_dir,

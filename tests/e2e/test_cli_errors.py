@@ -1,6 +1,8 @@
 """What the user can fix ends in one `error:` line before training; everything else keeps its
 traceback."""
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -98,6 +100,23 @@ def test_a_preempted_run_exits_143_and_positional_arguments_are_refused(monkeypa
   assert _run_main_in_process(["main", "extra"]) == 1
   assert capsys.readouterr().err.splitlines() == [
       "error: Unexpected arguments: extra; every program takes flags only (--help lists them)."]
+
+
+def test_ctrl_c_is_the_line_of_the_innermost_block_it_left_and_exit_130(monkeypatch, capsys):
+  def interrupted(config, workdir):
+    with errors.on_interrupt("Interrupted (Ctrl-C) while outside."):
+      with errors.on_interrupt("Interrupted (Ctrl-C) while inside."):
+        raise KeyboardInterrupt
+
+  monkeypatch.setattr(main.loop, "train_and_evaluate", interrupted)
+  assert _run_main_in_process(["main"]) == command_line.INTERRUPTED == 130
+  monkeypatch.setattr(main.loop, "train_and_evaluate", lambda config, workdir: os.kill(
+      os.getpid(), signal.SIGINT))  # Outside every block: the line true of every program.
+  assert _run_main_in_process(["main"]) == 130
+  assert capsys.readouterr().err.splitlines() == [
+      "Interrupted (Ctrl-C) while inside.",
+      "Interrupted (Ctrl-C) before the program finished: a file is written whole or not at all, "
+      "so nothing already written is lost; rerun the same command."]
 
 
 @pytest.mark.parametrize("internal", [ValueError("a bug of ours"), OSError("transient")])

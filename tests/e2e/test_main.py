@@ -1,7 +1,7 @@
-"""The command line end to end: training, evaluation, multi-process jobs, non-finite losses."""
+"""The command line end to end: training, evaluation, non-finite losses (multi-process jobs:
+test_multi_process.py)."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -91,30 +91,6 @@ def test_fine_tuning_from_a_runs_workdir_loads_its_body_under_a_new_head(demo_ru
                              source["block2_unit01"]["conv2"]["kernel"], rtol=1e-6)
   # The new head starts at zero; a learning rate of 1e-30 leaves it there.
   np.testing.assert_allclose(tuned["head"]["kernel"], np.zeros((2048, 10)), atol=1e-25)
-
-
-def test_two_processes_train_as_one_job_and_resume_on_one(tmp_path, synthetic_data_dir):
-  port = cli.free_port()
-  procs = [subprocess.Popen(
-      cli.main_args(tmp_path, synthetic_data_dir, **{"fewshot.shots": "(1,)"}),
-      cwd=cli.REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      env=cli.env_with_devices(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                               JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)) for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
-  assert "process 0 of 2, 4 local / 8 global devices" in outputs[0][1]
-  assert "process 1 of 2, 4 local / 8 global devices" in outputs[1][1]
-  summary = json.loads((tmp_path / "summary.json").read_text())
-  assert summary["eval/examples"] == 900  # Every upstream test example counted once overall.
-  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) \
-      == [3, 6]
-  # The 2 x 4 checkpoint resumes on 1 process x 8 devices and on a 4 x 2 mesh.
-  resumed = cli.run_main(tmp_path, synthetic_data_dir, num_devices=8, total_steps=8,
-                         **{"mesh.data": 4, "mesh.fsdp": 2, "fewshot.shots": "()"})
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "Resuming from the checkpoint at step 6" in resumed.stderr
-  assert json.loads((tmp_path / "summary.json").read_text())["step"] == 8
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoints(tmp_path,

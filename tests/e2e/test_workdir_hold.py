@@ -217,26 +217,14 @@ def test_a_second_run_on_a_held_workdir_fails_in_one_line_and_the_first_finishes
   assert not (tmp_path / "HOLD").exists()
 
 
-def test_a_run_stopped_by_sigterm_releases_its_hold(tmp_path, synthetic_data_dir):
-  proc = _start(tmp_path, synthetic_data_dir)
-  lines = []
-  for line in proc.stderr:
-    lines.append(line)
-    if "] [2] train/" in line:
-      break
-  assert workdir_hold.read(tmp_path).pid == proc.pid
-  proc.send_signal(signal.SIGTERM)
-  _, rest = proc.communicate(timeout=300)
-  assert proc.returncode == 143, ("".join(lines) + rest)[-3000:]
-  assert not (tmp_path / "HOLD").exists()
-
-
 def test_every_process_of_a_job_on_a_held_workdir_stops_in_one_line(tmp_path,
                                                                       synthetic_data_dir):
   _put(tmp_path, _holder(host="elsewhere", pid=99))
   port = cli.free_port()
+  # A short peer timeout bounds every wait of the job's way out (the barrier, process 0 leaving
+  # last) should a process be slow to get there.
   procs = [subprocess.Popen(
-      cli.main_args(tmp_path, synthetic_data_dir), cwd=cli.REPO, text=True,
+      cli.main_args(tmp_path, synthetic_data_dir, peer_timeout_s=5), cwd=cli.REPO, text=True,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       env=cli.env_with_devices(2, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                                JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)) for i in range(2)]
