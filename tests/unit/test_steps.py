@@ -153,7 +153,12 @@ def test_an_update_to_non_finite_parameters_is_skipped_though_loss_and_gradients
 
 
 def test_eval_step_ignores_padding():
-  params = MODEL.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  # Random values (a non-zero head, so the loss depends on the images) of the traced shapes: an
+  # eager `init` would compile each of its operations.
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype),
+                        jax.eval_shape(MODEL.init, jax.random.key(0),
+                                       jnp.zeros((1, 32, 32, 3)))["params"])
   batch = _batches(1, batch_size=8)[0]
   batch["mask"] = np.array([1, 1, 1, 0, 0, 0, 0, 0], np.float32)
   evaluate = jax.jit(functools.partial(steps.eval_step, model=MODEL))
