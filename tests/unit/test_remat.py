@@ -32,11 +32,9 @@ def test_remat_gives_the_same_gradients():
   # Two stages, the first of two units: each policy wraps something, and three compiles stay
   # short.
   depth = (2, 1)
-  # Random values throughout (a non-zero head, so that gradients reach the body), made from the
-  # shapes: an eager `init` would compile each of its operations.
-  rng = np.random.default_rng(2)
-  params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype),
-                        _params(_model("none", depth)))
+  params = _model("none", depth).init(jax.random.key(0), images)["params"]
+  # A non-zero head, so that gradients reach the body.
+  params["head"]["kernel"] = jax.random.normal(jax.random.key(2), params["head"]["kernel"].shape)
 
   def gradients(remat):
     model = _model(remat, depth)
