@@ -17,12 +17,7 @@ import jax
 import numpy as np
 
 from big_transfer import data
-
-from big_transfer.training import checkpoints
-
-from big_transfer.training import step_window
-
-from big_transfer.training import experiment
+from big_transfer.training import checkpoints, experiment, step_window
 from configs import demo
 
 

@@ -27,7 +27,6 @@ import re
 import time
 
 from big_transfer import errors
-
 from big_transfer.launch import tpu_types
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"

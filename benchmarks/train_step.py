@@ -33,10 +33,9 @@ import jax
 import numpy as np
 
 from benchmarks import device_peaks, reference_step
-from big_transfer.recipes import schema as config_lib
 from big_transfer import data, models, sharding
-from big_transfer.training import step_window
-from big_transfer.training import experiment
+from big_transfer.recipes import schema as config_lib
+from big_transfer.training import experiment, step_window
 
 PRECISIONS = {"bf16": "bfloat16", "f32": "float32"}
 NUM_CLASSES = 1000

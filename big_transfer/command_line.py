@@ -12,9 +12,9 @@ lost, how to go on; `--verbosity=1` logs its traceback too). Any other exception
 traceback.
 """
 
-from collections.abc import Callable
 import pathlib
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from absl import app, flags, logging

@@ -26,9 +26,9 @@ from etils import epath
 
 import big_transfer
 from big_transfer import atomic, command_line, errors, models
+from big_transfer.data import preprocess
 from big_transfer.models import interop
 from big_transfer.training.trained import Trained, load_checkpoint, metadata_path
-from big_transfer.data import preprocess
 
 FORMATS = ("npz", "savedmodel", "params")
 # timm's names of the published variants, whose models load our npz (docs/export.md).

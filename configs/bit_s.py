@@ -7,10 +7,9 @@
 Arguments: model (default BiT-S-R50x1), dtype (bfloat16 or float32).
 """
 
+from big_transfer.data import dataset_table
 from big_transfer.recipes import schema as config_lib
 from big_transfer.recipes import upstream
-
-from big_transfer.data import dataset_table
 
 # Upstream trains on the whole ILSVRC-2012 training split (fine-tuning keeps 1% of it out as a
 # minival; upstream does not).

@@ -8,9 +8,9 @@ few-shot linear-probe accuracy on the built-in downstream classes. `smoke` is a 
 of a tiny model at a tiny resolution (under a minute, compile included).
 """
 
+from big_transfer import errors
 from big_transfer.recipes import scaling
 from big_transfer.recipes import schema as config_lib
-from big_transfer import errors
 
 
 def get_config(arg: str = ""):

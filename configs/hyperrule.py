@@ -14,11 +14,10 @@ A few-shot run draws its K examples per class with its seed (`--config.seed`). E
 with the facts behind it, is in `config.recipe_notes`: the run's log and summary.json show it.
 """
 
-from big_transfer.recipes import scaling
-from big_transfer.recipes import schema as config_lib
 from big_transfer import data
-from big_transfer.recipes import hyperrule
 from big_transfer.data import dataset_table
+from big_transfer.recipes import hyperrule, scaling
+from big_transfer.recipes import schema as config_lib
 
 
 def _facts(dataset: str, data_dir: str | None) -> tuple[str, str, str, int, tuple[int, int],

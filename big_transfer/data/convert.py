@@ -18,16 +18,11 @@ import re
 import shlex
 import tempfile
 
-from absl import flags, logging
 import tensorflow_datasets as tfds
+from absl import flags, logging
 
-from big_transfer import atomic
-from big_transfer import command_line
-from big_transfer import errors
-from big_transfer.data import class_orders
-from big_transfer.data import convert_builder
-from big_transfer.data import convert_sources
-from big_transfer.data import convert_work
+from big_transfer import atomic, command_line, errors
+from big_transfer.data import class_orders, convert_builder, convert_sources, convert_work
 
 FORMATS = ("tfrecord", "array_record")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

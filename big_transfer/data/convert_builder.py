@@ -13,20 +13,18 @@ Reading a converted data set needs none of this code: `tfds.builder(NAME, data_d
 its metadata and records as TFDS reads any prepared data set.
 """
 
-from collections.abc import Generator, Iterator
 import collections
 import concurrent.futures
 import dataclasses
 import functools
 import json
 import types
+from collections.abc import Generator, Iterator
 
 import tensorflow_datasets as tfds
 
 from big_transfer import atomic
-from big_transfer.data import convert_sources
-from big_transfer.data import convert_work
-from big_transfer.data import image_repair
+from big_transfer.data import convert_sources, convert_work, image_repair
 
 VERSION = "1.0.0"
 REPORT = "conversion_report.json"

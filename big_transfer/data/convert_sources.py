@@ -9,21 +9,19 @@ image lands in the same split whatever else the source holds.
 """
 
 import collections
-from collections.abc import Iterator
 import dataclasses
 import hashlib
 import re
 import shutil
 import tarfile
+from collections.abc import Iterator
 
+import tensorflow as tf
 from absl import logging
 from etils import epath
-import tensorflow as tf
 
-from big_transfer import atomic
-from big_transfer import errors
-from big_transfer.data import folder_source
-from big_transfer.data import image_repair
+from big_transfer import atomic, errors
+from big_transfer.data import folder_source, image_repair
 
 FOLDER, TAR = "folder:", "tar:"
 # The split of a source without splits: folder_source's, and big_vision's for ImageNet-21k.

@@ -18,16 +18,15 @@ rerun with other arguments, or whose source gives other units, is refused, namin
 instead of mixing two conversions.
 """
 
-from collections.abc import Callable, Generator, Iterator
 import hashlib
 import json
+from collections.abc import Callable, Generator, Iterator
 
+import tensorflow as tf
 from absl import logging
 from etils import epath
-import tensorflow as tf
 
-from big_transfer import atomic
-from big_transfer import errors
+from big_transfer import atomic, errors
 from big_transfer.data import convert_sources
 
 ARGUMENTS, UNITS = "arguments.json", "units.json"

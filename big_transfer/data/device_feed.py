@@ -1,11 +1,11 @@
 """Host batches -> global `jax.Array`s on the mesh, prepared ahead of the train step."""
 
-from collections.abc import Iterator
 import queue
 import threading
+from collections.abc import Iterator
 
-from absl import logging
 import jax
+from absl import logging
 
 # How long the producer waits on a full queue before checking whether the consumer left.
 _PUT_TIMEOUT_S = 0.1

@@ -16,17 +16,14 @@ import dataclasses
 import functools
 import re
 
-from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow as tf
+from absl import logging
+from etils import epath
 
 from big_transfer import errors
 from big_transfer.data import config as config_lib
-from big_transfer.data import image_repair
-from big_transfer.data import preprocess
-from big_transfer.data import sampling
-from big_transfer.data import streams
+from big_transfer.data import image_repair, preprocess, sampling, streams
 
 IMAGE_SUFFIXES = tuple(image_repair.IMAGE_FORMATS)
 # Above this many images in a split folder, checking them all on every host at start costs more

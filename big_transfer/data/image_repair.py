@@ -12,8 +12,8 @@ reads are dropped. Each outcome is counted in the conversion report.
 
 import io
 
-from PIL import Image
 import tensorflow as tf
+from PIL import Image
 
 from big_transfer.data import preprocess
 

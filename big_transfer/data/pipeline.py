@@ -6,23 +6,16 @@ local_batch = global_batch_size / process_count. `process_index` and `process_co
 JAX's; tests pass them to simulate several hosts in one process.
 """
 
-from collections.abc import Iterator
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from big_transfer import errors
-
-from big_transfer.data import class_lists
+from big_transfer.data import (class_lists, eval_sets, folder_source, objectnet, preprocess,
+                               sampling, streams, tfds_source)
 from big_transfer.data import config as config_lib
-from big_transfer.data import eval_sets
-from big_transfer.data import folder_source
-from big_transfer.data import objectnet
-from big_transfer.data import preprocess
-from big_transfer.data import sampling
-from big_transfer.data import streams
-from big_transfer.data import tfds_source
 
 
 def _open(cfg: config_lib.InputConfig) -> tfds_source.TfdsSource | folder_source.FolderSource:

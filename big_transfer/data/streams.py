@@ -11,8 +11,8 @@ TFDS) only, so a stream can start at any epoch without replaying the ones before
 to a position inside it before any image is decoded.
 """
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

@@ -14,9 +14,9 @@ NumPy generator, so the data set is identical wherever it is prepared. The upstr
 
 import dataclasses
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from big_transfer.data import dataset_table
 

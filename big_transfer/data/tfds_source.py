@@ -16,13 +16,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from big_transfer import errors
-from big_transfer.data import dataset_table
 from big_transfer.data import config as config_lib
-from big_transfer.data import preprocess
-from big_transfer.data import sampling
-from big_transfer.data import streams
-from big_transfer.data import synthetic
-from big_transfer.data import vtab
+from big_transfer.data import dataset_table, preprocess, sampling, streams, synthetic, vtab
 
 IMAGE, LABEL, LABELS = "image", "label", "labels"
 # Images whose headers are read to measure a typical size when neither the features nor the

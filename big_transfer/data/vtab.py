@@ -11,9 +11,9 @@ Every task reads its image from the TFDS feature `image` (smallNORB: the first c
 smallNORB images are grey and are decoded to RGB like any other). See docs/data.md for the table.
 """
 
-from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np

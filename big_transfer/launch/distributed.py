@@ -22,13 +22,13 @@ std::bad_cast). The watch's exit runs no `finally` of the main thread, so what m
 the process (process 0's workdir hold) registers a cleanup with `cleanup_when_lost`.
 """
 
-from collections.abc import Callable
 import contextlib
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import jax
 from jax._src import distributed as jax_distributed

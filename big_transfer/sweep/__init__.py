@@ -5,7 +5,7 @@ A sweep file (`configs/sweeps/NAME.py`) returns a `Sweep` from `get_sweep(arg)`;
 writes the results. See docs/sweeps.md.
 """
 
-from big_transfer.sweep.spec import Exclude, Labelled, Prerequisite, Sweep
 from big_transfer.sweep.spec import WORKDIR_FIELD as WORKDIR
+from big_transfer.sweep.spec import Exclude, Labelled, Prerequisite, Sweep
 
 __all__ = ["Exclude", "Labelled", "Prerequisite", "Sweep", "WORKDIR"]

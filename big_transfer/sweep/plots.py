@@ -5,8 +5,8 @@ Figures are drawn on `matplotlib.figure.Figure` objects, which need no display a
 pyplot's global state alone.
 """
 
-from collections.abc import Sequence
 import io
+from collections.abc import Sequence
 
 from matplotlib import figure, ticker
 

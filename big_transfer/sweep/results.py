@@ -7,18 +7,18 @@ per class, and for VTAB-1k per task and the natural / specialized / structured /
 (each mean taken per seed over the group's tasks, then min/median/max over seeds).
 """
 
-from collections.abc import Mapping, Sequence
 import csv
 import dataclasses
 import io
 import statistics
+from collections.abc import Mapping, Sequence
 
 from etils import epath
 
 from big_transfer import command_line
-from big_transfer.training import checkpoints
 from big_transfer.data import vtab
 from big_transfer.sweep import runner, spec
+from big_transfer.training import checkpoints
 
 # The settings that place a member in a table's rows; the seed axis aggregates; the remaining
 # settings (model, init, ...) are the columns.

@@ -6,7 +6,6 @@ each attempt (exit code, error line, wall time) written to `SWEEP_DIR/NAME/sweep
 Members share JAX's persistent compilation cache, so only the first one of each program compiles.
 """
 
-from collections.abc import Callable, Mapping, Sequence
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -18,15 +17,13 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 
 from etils import epath
 
 from big_transfer import atomic, command_line, errors
-
-from big_transfer.training import checkpoints
-
-from big_transfer.training import loop
 from big_transfer.sweep import spec
+from big_transfer.training import checkpoints, loop
 
 SUMMARY = loop.SUMMARY_FILE
 OUTCOME = "sweep_outcome.json"

@@ -11,13 +11,13 @@ after the recipe's `:`) or, written `config.KEY`, a key of the run config (`conf
 seed=1`, and is its sub-directory of the sweep's workdir.
 """
 
-from collections.abc import Mapping, Sequence
 import contextlib
 import dataclasses
 import importlib.util
 import itertools
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 
 from absl import logging
 from etils import epath

@@ -16,14 +16,12 @@ import time
 import traceback
 
 import jax
-from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from big_transfer import errors
-
 from big_transfer.models import interop
-
 from big_transfer.training import run_record
 
 # Where a run's checkpoints live, under its workdir.

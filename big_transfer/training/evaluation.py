@@ -13,12 +13,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from big_transfer import data
-
-from big_transfer.training import experiment
-
-from big_transfer.training import fewshot
 from big_transfer.data import sampling
-
+from big_transfer.training import experiment, fewshot
 
 # The eval steps' summed hits, by the name of the mean they give; other sums keep their name.
 _MEANS = {"correct": "accuracy", "agree": "agreement"}

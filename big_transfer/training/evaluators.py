@@ -23,9 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from big_transfer import data, errors
-from big_transfer.data import class_lists
-from big_transfer.data import eval_sets
-from big_transfer.data import sampling
+from big_transfer.data import class_lists, eval_sets, sampling
 
 # The sums of a pass, in the order they are added over processes.
 _SUMS = ("correct", "correct_top5", "correct_1000way", "count", "excluded")

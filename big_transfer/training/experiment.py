@@ -14,12 +14,10 @@ import jax
 import ml_collections
 import optax
 
-from big_transfer.recipes import schema as config_lib
 from big_transfer import data, models, sharding
-from big_transfer.training import distill
-from big_transfer.training import optim
-from big_transfer.training import run_record
-from big_transfer.training import steps
+from big_transfer.recipes import schema as config_lib
+from big_transfer.training import distill, optim, run_record, steps
+
 
 @dataclasses.dataclass(frozen=True)
 class JittedSteps:

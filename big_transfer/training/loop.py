@@ -16,21 +16,11 @@ import numpy as np
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from big_transfer import atomic, data, errors
-
-from big_transfer.training import checkpoints
-
-
-from big_transfer.training import evaluation
-from big_transfer.training import evaluators
+from big_transfer import atomic, data, errors, sharding
 from big_transfer.data import eval_sets
-
-from big_transfer.training import experiment
-
-from big_transfer.models import interop
-from big_transfer import sharding
-from big_transfer.training import step_window
 from big_transfer.launch import workdir_hold
+from big_transfer.models import interop
+from big_transfer.training import checkpoints, evaluation, evaluators, experiment, step_window
 
 # In the workdir when a run ends: status, step, metrics and the config (what a sweep reads).
 SUMMARY_FILE = "summary.json"

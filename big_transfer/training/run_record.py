@@ -10,7 +10,6 @@ import json
 import ml_collections
 
 from big_transfer import errors
-
 from big_transfer.training import optim
 
 # The fields that decide the structure of the saved state (its tree and the shapes and dtypes of

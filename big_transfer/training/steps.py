@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import optax
 
 from big_transfer import errors
-
 from big_transfer.training import losses
 
 LOSSES = {"softmax_xent": losses.softmax_cross_entropy,

@@ -13,8 +13,8 @@ the HyperRule fine-tunes on), so its 25-shot members are excluded (results.md sa
 its 10-shot members train on the whole split: their seeds differ only in the training order.
 """
 
-from big_transfer.recipes import schema as config_lib
 from big_transfer import sweep
+from big_transfer.recipes import schema as config_lib
 
 DATASETS = ("cifar10", "cifar100", "oxford_iiit_pet", "oxford_flowers102")
 SHOTS = (1, 5, 10, 25)

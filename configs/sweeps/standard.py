@@ -10,8 +10,8 @@ oxford_iiit_pet and oxford_flowers102 (500 steps, no MixUp, 448 -> 384 px) and i
 (configs/hyperrule.py); imagenet2012 needs its archives prepared by hand (docs/data.md).
 """
 
-from big_transfer.recipes import schema as config_lib
 from big_transfer import sweep
+from big_transfer.recipes import schema as config_lib
 
 DATASETS = ("cifar10", "cifar100", "oxford_iiit_pet", "oxford_flowers102", "imagenet2012")
 

@@ -12,9 +12,9 @@ results.md has each task's min <- median -> max over the seeds and the natural, 
 structured and overall means; vtab1k.png the tasks as bars.
 """
 
-from big_transfer.recipes import schema as config_lib
 from big_transfer import sweep
 from big_transfer.data import vtab
+from big_transfer.recipes import schema as config_lib
 
 
 def get_sweep(arg: str = "") -> sweep.Sweep:

@@ -55,17 +55,11 @@ def test_a_resume_of_another_run_is_refused_and_leaves_every_checkpoint(
                                field, "Use a new --workdir")
   assert "damaged" not in refused.stderr
   assert _listing(workdir / "checkpoints") == before
-
-
-def test_the_original_command_resumes_after_a_refused_resume(finished_smoke, tmp_path,
-                                                              synthetic_data_dir):
-  workdir = _copy(finished_smoke, tmp_path)
-  refused = cli.run_main(workdir, synthetic_data_dir, **{"fewshot.shots": "()"},
-                         model="BiT-S-R26x1")
-  assert refused.returncode == 1, refused.stderr[-3000:]
-  resumed = cli.run_main(workdir, synthetic_data_dir, **{"fewshot.shots": "()"})
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "Resuming from the checkpoint at step 6" in resumed.stderr
+  if override == {"model": "BiT-S-R26x1"}:
+    # After the refusal, the original command resumes where the run stood.
+    resumed = cli.run_main(workdir, synthetic_data_dir, **{"fewshot.shots": "()"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from the checkpoint at step 6" in resumed.stderr
 
 
 def test_an_older_record_without_the_structure_fields_is_checked_by_the_saved_layout(
@@ -107,16 +101,10 @@ def test_a_damaged_latest_checkpoint_is_one_warning_line(finished_smoke, tmp_pat
       == [3, 6]
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"lr": "nan"}, "lr must be a finite number, got nan (--config.lr)."),
-    ({"weight_decay": "inf"}, "weight_decay must be a finite number, got inf "
-                              "(--config.weight_decay)."),
-    ({"lr": 0.0}, "lr must be positive, got 0.0."),
-])
-def test_a_non_finite_or_non_positive_number_is_refused_before_any_data_is_read(
-    tmp_path, override, message):
-  result = cli.run_main(tmp_path / "run", tmp_path / "no_data", **override)
-  cli.assert_fails_in_one_line(result, message)
+def test_a_non_finite_number_is_refused_before_any_data_is_read(tmp_path):
+  # Every other number and a non-positive rate: tests/unit/test_recipes.py, test_optim.py.
+  result = cli.run_main(tmp_path / "run", tmp_path / "no_data", lr="nan")
+  cli.assert_fails_in_one_line(result, "lr must be a finite number, got nan (--config.lr).")
   assert not (tmp_path / "no_data").exists()
 
 

@@ -115,7 +115,8 @@ def test_sigkill_loses_only_steps_since_the_last_checkpoint(tmp_path, synthetic_
 def test_fine_tuning_from_a_checkpoint_whose_head_fits_starts_from_a_zero_head(
     tmp_path, synthetic_data_dir):
   model = models.ResNetV2(depth=14, width=1, num_classes=90)  # The upstream set's 90 classes.
-  params = model.init(jax.random.key(5), jnp.zeros((1, 16, 16, 3)))["params"]
+  # Jitted: an eager init compiles every operation on its own, seconds of CPU for random values.
+  params = jax.jit(model.init)(jax.random.key(5), jnp.zeros((1, 16, 16, 3)))["params"]
   params = jax.tree.map(lambda p: p + 0.5, params)  # A non-zero head, to see it replaced.
   interop.save_bit_npz(params, tmp_path / "pretrained.npz")
   result = cli.run_main(tmp_path / "run", synthetic_data_dir, init=tmp_path / "pretrained.npz",

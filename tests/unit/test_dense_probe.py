@@ -26,7 +26,9 @@ def test_iou_counts_the_pixels_of_both():
 
 def test_a_pretrained_backbone_replaces_the_initial_one_and_the_head_stays_new():
   classifier = models.create("R14x1", num_classes=3)
-  pretrained = classifier.init(jax.random.key(5), jnp.zeros((1, 16, 16, 3)))["params"]
+  shapes = jax.eval_shape(classifier.init, jax.random.key(5), jnp.zeros((1, 16, 16, 3)))["params"]
+  rng = np.random.default_rng(5)
+  pretrained = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), shapes)
   model = dense_probe.Segmenter("R14x1")
   params = dense_probe.initial_params(model, 16, pretrained)
   fresh = dense_probe.initial_params(model, 16)

@@ -31,14 +31,17 @@ def _apply(model, params, images):
 
 
 def _random_params(model, size=(40, 32)):
-  """Params with norms away from identity, so taps through a wrong norm would differ."""
-  params = model.init(jax.random.key(0), jnp.zeros((1, *size, 3)))["params"]
+  """Params with norms away from identity, so taps through a wrong norm would differ.
+
+  Made from the shapes with numpy: an eager `init` would compile each of its operations."""
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *size, 3)))["params"]
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  keys = jax.random.split(jax.random.key(2), len(flat))
+  rng = np.random.default_rng(2)
   shift = {"scale": 1.0, "bias": 0.0}
   return jax.tree.unflatten(treedef, [
-      shift[p[-1].key] + 0.3 * jax.random.normal(k, x.shape) if p[-1].key in shift else x
-      for (p, x), k in zip(flat, keys)])
+      jnp.asarray(shift.get(p[-1].key, 0.0) + (0.3 if p[-1].key in shift else 1.0)
+                  * rng.standard_normal(x.shape), x.dtype)
+      for p, x in flat])
 
 
 @pytest.mark.parametrize("variant", list(models.VARIANTS))
@@ -131,7 +134,7 @@ def test_a_normalized_stem_gets_a_new_norm_that_loading_published_weights_keeps(
   pretrained = interop.load_bit_npz(tmp_path / "tiny.npz")
   model = models.ResNetV2(depth=TINY, num_classes=None, features=models.FEATURES,
                           normalize_features=True)
-  init = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  init = _random_params(model, (32, 32))
   params, report = interop.merge_pretrained(init, pretrained)
   assert dict(report.reinitialized) == {"stem_norm/scale": "absent from the checkpoint",
                                         "stem_norm/bias": "absent from the checkpoint"}

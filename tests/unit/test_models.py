@@ -59,7 +59,8 @@ def test_bfloat16_logits_close_to_float32(published_trained_like):
   path = published_trained_like
   params = interop.load_bit_npz(path)
   images = _images()
-  f32 = interop.npz_info(path).model().apply({"params": params}, images)
+  # Jitted as in the test above: the same program, which the compilation cache serves.
+  f32 = jax.jit(interop.npz_info(path).model().apply)({"params": params}, images)
   bf16 = jax.jit(interop.npz_info(path).model(dtype=jnp.bfloat16).apply)({"params": params}, images)
   assert bf16.dtype == jnp.float32
   assert _rel_err(bf16, f32) < 2e-2
@@ -70,19 +71,27 @@ def test_root_max_pool_pads_with_zeros_not_minus_infinity():
   # pooling windows at the border overlap the padding, so with zeros their maximum is 0.
   model = models.ResNetV2(depth=[1, 1, 1, 1], width=1, num_classes=None)
   images = jnp.zeros((1, 32, 32, 3))
-  params = model.init(jax.random.key(0), images)["params"]
-  seen = {}
+  # The values of the parameters do not matter: the root convolution's output is replaced.
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                        jax.eval_shape(model.init, jax.random.key(0), images)["params"])
 
-  def interceptor(next_fun, args, kwargs, context):
-    if context.method_name == "__call__" and context.module.name == "root_conv":
-      return -jnp.ones_like(next_fun(*args, **kwargs))
-    if context.method_name == "__call__" and context.module.name == "block1_unit01":
-      seen["pooled"] = args[0]
-    return next_fun(*args, **kwargs)
+  def pooled_input(params):
+    seen = {}
 
-  with nn.intercept_methods(interceptor):
-    model.apply({"params": params}, images)
-  pooled = np.asarray(seen["pooled"])
+    def interceptor(next_fun, args, kwargs, context):
+      if context.method_name == "__call__" and context.module.name == "root_conv":
+        return -jnp.ones_like(next_fun(*args, **kwargs))
+      if context.method_name == "__call__" and context.module.name == "block1_unit01":
+        seen["pooled"] = args[0]
+      return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+      model.apply({"params": params}, images)
+    return seen["pooled"]
+
+  # One compiled program (what follows the first unit's input is dead code to XLA), not each
+  # operation compiled on its own as an eager call would.
+  pooled = np.asarray(jax.jit(pooled_input)(params))
   assert pooled.shape == (1, 8, 8, 64)
   assert np.all(pooled[:, 0, :, :] == 0) and np.all(pooled[:, :, 0, :] == 0)  # border windows
   assert np.all(pooled[:, 1:, 1:, :] == -1)  # windows inside the image
@@ -198,8 +207,12 @@ def test_named_depths_have_their_layer_count(depth):
 
 def test_explicit_blocks_and_any_width():
   model = models.ResNetV2(depth=[1, 2, 1, 1], width=2, num_classes=3)
-  logits = model.apply(model.init(jax.random.key(0), _images(size=32)), _images(size=32))
+  # Traced, not run: the network builds from explicit blocks and gives (B, classes) logits.
+  logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), _images(size=32))
   assert logits.shape == (2, 3)
+  assert variables["params"]["root_conv"]["kernel"].shape == (7, 7, 3, 128)
+  assert [k for k in variables["params"] if k.startswith("block2_")] == ["block2_unit01",
+                                                                         "block2_unit02"]
 
 
 @pytest.mark.parametrize("name, message", [

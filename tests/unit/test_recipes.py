@@ -10,6 +10,7 @@ import pytest
 
 import cli
 from big_transfer import errors
+from big_transfer.recipes import schema
 from big_transfer.training import optim
 from big_transfer.data import dataset_table
 
@@ -151,6 +152,23 @@ def test_a_locked_recipe_refuses_an_unknown_key():
 def test_a_bad_recipe_argument_is_a_config_error(recipe, message):
   with pytest.raises(errors.ConfigError, match=message):
     _load(recipe)
+
+
+@pytest.mark.parametrize("override", ["--config.weight_decay=1e999",
+                                      "--config.grad_clip_norm=-1e999"])
+def test_a_non_finite_number_anywhere_in_the_config_is_refused_naming_its_key(override):
+  key, value = override.removeprefix("--config.").split("=")
+  with pytest.raises(errors.ConfigError,
+                     match=rf"^{key} must be a finite number, got {float(value)} "
+                           rf"\(--config.{key}\)\.$"):
+    schema.check(_load("demo.py:smoke", override))
+
+
+def test_a_nan_is_refused_like_an_infinity():
+  config = _load("demo.py:smoke")
+  config.fewshot.l2_reg = float("nan")
+  with pytest.raises(errors.ConfigError, match=r"^fewshot.l2_reg must be a finite number, got nan"):
+    schema.check(config)
 
 
 def test_hyperrule_notes_its_decisions_and_the_values_the_run_uses_after_overrides():
