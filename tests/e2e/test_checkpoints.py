@@ -11,9 +11,9 @@ import pytest
 
 import cli
 from big_transfer import models
-from big_transfer.training import checkpoints
-from big_transfer.models import interop
 from big_transfer.launch import workdir_hold
+from big_transfer.models import interop
+from big_transfer.training import checkpoints
 
 TOTAL_STEPS = 12
 RUN = {"total_steps": TOTAL_STEPS, "checkpoint_every_steps": 3, "log_every_steps": 1,

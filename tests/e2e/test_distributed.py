@@ -8,7 +8,6 @@ import pytest
 from jax._src import cloud_tpu_init
 
 from big_transfer import errors, sharding
-
 from big_transfer.launch import distributed
 
 # Every variable the detection reads, cleared before each case sets its own.

@@ -16,12 +16,10 @@ import tensorflow as tf
 
 import cli
 from big_transfer import atomic, data, errors, export, models
-from big_transfer.training import checkpoints
-from big_transfer.recipes import schema as config_lib
-from big_transfer.models import interop
-from big_transfer.training import run_record
-from big_transfer.training import steps
 from big_transfer.data import preprocess
+from big_transfer.models import interop
+from big_transfer.recipes import schema as config_lib
+from big_transfer.training import checkpoints, run_record, steps
 
 CROP = 32
 CLASS_NAMES = ["cat", "dog", "fish", "bird", "frog"]

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import cli
-from big_transfer.recipes import schema as config_lib
-from big_transfer import command_line, data, errors, models, preflight as program, sharding
+from big_transfer import command_line, data, errors, models, sharding
+from big_transfer import preflight as program
 from big_transfer.launch import fit, preflight, topology_compile, tpu_types
 from big_transfer.models import interop
+from big_transfer.recipes import schema as config_lib
 from big_transfer.training import experiment
 
 GIB = 2**30

@@ -4,8 +4,7 @@
 import jax
 
 import cli
-from big_transfer.training import step_window
-from big_transfer.training import loop
+from big_transfer.training import loop, step_window
 
 # The event `jax.monitoring` reports for each XLA compilation, by its published name (JAX's own
 # constant for it is private).

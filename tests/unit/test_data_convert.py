@@ -13,20 +13,14 @@ import shutil
 import tarfile
 
 import numpy as np
-from PIL import Image
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image
 
-from big_transfer import data
-from big_transfer import errors
-from big_transfer.data import class_lists
-from big_transfer.data import convert
-from big_transfer.data import convert_builder
-from big_transfer.data import convert_work
-from big_transfer.data import folder_source
-from big_transfer.data import image_repair
-from big_transfer.data import tfds_source
+from big_transfer import data, errors
+from big_transfer.data import (class_lists, convert, convert_builder, convert_work, folder_source,
+                               image_repair, tfds_source)
 
 CLASSES = ("ant", "bee", "cat")
 # Two synsets of the published heads: the first, and ImageNet-1k's tench.

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from big_transfer import data
-from big_transfer.data import folder_source
-from big_transfer.data import streams
+from big_transfer.data import folder_source, streams
 
 CLASSES = ("ant", "bee", "cat")  # Written in another order below: labels must sort by name.
 

@@ -13,9 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from big_transfer import data
-from big_transfer.data import synthetic
-from big_transfer.data import streams
-from big_transfer.data import tfds_source
+from big_transfer.data import streams, synthetic, tfds_source
 
 DOWNSTREAM = "bit_synthetic/downstream"
 NUM_FILES = 4

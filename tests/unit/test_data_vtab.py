@@ -17,11 +17,8 @@ from tensorflow_datasets.testing import mocking
 
 import cli
 import tfds_metadata
-from big_transfer import data
-from big_transfer import errors
-from big_transfer.data import dataset_table
-from big_transfer.data import tfds_source
-from big_transfer.data import vtab
+from big_transfer import data, errors
+from big_transfer.data import dataset_table, tfds_source, vtab
 
 NUM_EXAMPLES = 12
 

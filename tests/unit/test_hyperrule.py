@@ -2,8 +2,8 @@
 
 import pytest
 
-from big_transfer.recipes import hyperrule
 from big_transfer.data import dataset_table
+from big_transfer.recipes import hyperrule
 
 
 @pytest.mark.parametrize("size, expected", [

@@ -10,9 +10,8 @@ import pytest
 
 import bit_reference
 from big_transfer import errors, models
-from big_transfer.models import interop
+from big_transfer.models import interop, resnetv2
 from big_transfer.training import losses
-from big_transfer.models import resnetv2
 
 
 def _rel_err(a, b):

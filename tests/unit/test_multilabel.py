@@ -8,10 +8,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_metadata
-from big_transfer.recipes import schema as config_lib
 from big_transfer import data
-from big_transfer.training import evaluation
-from big_transfer.training import experiment
+from big_transfer.recipes import schema as config_lib
+from big_transfer.training import evaluation, experiment
 
 EXAMPLES = 16
 

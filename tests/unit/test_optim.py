@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from big_transfer.recipes import schema as config_lib
 from big_transfer import errors
+from big_transfer.recipes import schema as config_lib
 from big_transfer.training import optim
 
 

@@ -10,9 +10,9 @@ import pytest
 
 import cli
 from big_transfer import errors
+from big_transfer.data import dataset_table
 from big_transfer.recipes import schema
 from big_transfer.training import optim
-from big_transfer.data import dataset_table
 
 ILSVRC2012_TRAIN = 1_281_167
 IMAGENET21K_TRAIN = 14_197_122 - 51_200

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from big_transfer import sharding
-
 from big_transfer.training import step_window
 
 

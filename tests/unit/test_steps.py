@@ -3,19 +3,13 @@
 import functools
 
 import flax.linen as nn
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from big_transfer import models, sharding
-
-from big_transfer.training import experiment
-
-from big_transfer.training import optim
-
-from big_transfer.training import steps
+from big_transfer.training import experiment, optim, steps
 
 MODEL = models.ResNetV2(depth=(1, 1, 1, 1), width=1, num_classes=5)
 OPTIMIZER = optim.make_optimizer(weight_decay=1e-4)
