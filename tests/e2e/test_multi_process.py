@@ -1,4 +1,4 @@
-"""Multi-process jobs through the command line (2 processes of 4 CPU devices each on localhost,
+"""Multi-process jobs through the command line (2 processes of 2 CPU devices each on localhost,
 joined through the JAX_* variables): one job trains as one, its checkpoint resumes on another
 process count and mesh, and a lost process stops the other in one line, after which a rerun
 resumes exactly. One uninterrupted job serves every test: a job costs a minute of CPU."""
@@ -21,11 +21,12 @@ RUN = {"total_steps": TOTAL_STEPS, "checkpoint_every_steps": 3, "log_every_steps
 
 
 def _start_job(workdir, data_dir, **overrides) -> list[subprocess.Popen]:
-  """Both processes of a 2-process job of 4 CPU devices each."""
+  """Both processes of a 2-process job of 2 CPU devices each (every fake device repeats the
+  replicated work, the optimizer update among it, on the same 2 cores)."""
   port = cli.free_port()
   return [subprocess.Popen(cli.main_args(workdir, data_dir, **{**RUN, **overrides}), cwd=cli.REPO,
                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           env=cli.env_with_devices(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                           env=cli.env_with_devices(2, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                                                     JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i))
           for i in range(2)]
 
@@ -53,8 +54,8 @@ def job(tmp_path_factory, synthetic_data_dir):
 
 def test_two_processes_train_as_one_job(job):
   workdir, logs = job
-  assert "process 0 of 2, 4 local / 8 global devices" in logs[0]
-  assert "process 1 of 2, 4 local / 8 global devices" in logs[1]
+  assert "process 0 of 2, 2 local / 4 global devices" in logs[0]
+  assert "process 1 of 2, 2 local / 4 global devices" in logs[1]
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "completed" and summary["step"] == TOTAL_STEPS
   assert summary["eval/examples"] == 900  # Every upstream test example counted once overall.
@@ -66,9 +67,10 @@ def test_a_two_process_checkpoint_resumes_on_one_process_and_another_mesh(job, t
                                                                           synthetic_data_dir):
   workdir = tmp_path / "copy"
   shutil.copytree(job[0], workdir)
-  # The 2 x 4 checkpoint resumes on 1 process x 8 devices, on a 4 x 2 mesh.
-  resumed = cli.run_main(workdir, synthetic_data_dir, num_devices=8, **{
-      **RUN, "total_steps": TOTAL_STEPS + 2, "mesh.data": 4, "mesh.fsdp": 2})
+  # The checkpoint of 2 processes x 2 devices (a data-parallel mesh of 4) resumes on 1 process
+  # of 4 devices, on a 2 x 2 mesh.
+  resumed = cli.run_main(workdir, synthetic_data_dir, num_devices=4, **{
+      **RUN, "total_steps": TOTAL_STEPS + 2, "mesh.data": 2, "mesh.fsdp": 2})
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resuming from the checkpoint at step {TOTAL_STEPS}" in resumed.stderr
   assert json.loads((workdir / "summary.json").read_text())["step"] == TOTAL_STEPS + 2
