@@ -70,6 +70,23 @@ def wait_for_step(proc: subprocess.Popen, step: int, timeout: float = 300) -> li
   raise AssertionError(f"step {step} never reported:\n{''.join(lines[-30:])}")
 
 
+def final_params(workdir):
+  """The parameters of a run's latest checkpoint."""
+  from big_transfer.training import checkpoints  # noqa: PLC0415  (JAX after conftest)
+  return checkpoints.Checkpoints(workdir, every_steps=1, read_only=True).restore_params()
+
+
+def assert_same_arrays(a, b) -> None:
+  """Two trees hold the same number of arrays, equal bit for bit in order (the first's paths
+  name a mismatch)."""
+  import jax  # noqa: PLC0415  (JAX after conftest)
+  import numpy as np  # noqa: PLC0415
+  flat_a, flat_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
+  assert len(flat_a) == len(flat_b)
+  for (path, x), y in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))

@@ -13,26 +13,14 @@ import cli
 from big_transfer import models
 from big_transfer.launch import workdir_hold
 from big_transfer.models import interop
-from big_transfer.training import checkpoints
 
 TOTAL_STEPS = 12
 RUN = {"total_steps": TOTAL_STEPS, "checkpoint_every_steps": 3, "log_every_steps": 1,
        "fewshot.shots": "()", "decay_fractions": "(0.6667,)"}
 
 
-def _final_params(workdir):
-  return checkpoints.Checkpoints(workdir, every_steps=1, read_only=True).restore_params()
-
-
 def _saved_steps(workdir):
   return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-
-
-def _assert_same_params(a, b):
-  flat_a, flat_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
-  assert len(flat_a) == len(flat_b)
-  for (path, x), y in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +28,7 @@ def uninterrupted(tmp_path_factory, synthetic_data_dir):
   workdir = tmp_path_factory.mktemp("uninterrupted")
   result = cli.run_main(workdir, synthetic_data_dir, **RUN)
   assert result.returncode == 0, result.stderr[-3000:]
-  return _final_params(workdir)
+  return cli.final_params(workdir)
 
 
 def _start(workdir, data_dir):
@@ -76,7 +64,7 @@ def test_ctrl_c_then_sigterm_save_release_the_hold_and_the_same_command_resumes_
   resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resuming from the checkpoint at step {stopped_at}" in resumed.stderr
-  _assert_same_params(_final_params(tmp_path), uninterrupted)
+  cli.assert_same_arrays(cli.final_params(tmp_path), uninterrupted)
 
 
 def test_ctrl_c_before_training_stops_in_one_line_with_exit_130(tmp_path):
@@ -109,7 +97,7 @@ def test_sigkill_loses_only_steps_since_the_last_checkpoint(tmp_path, synthetic_
   assert _saved_steps(tmp_path)[-1] in (3, 6)
   resumed = cli.run_main(tmp_path, synthetic_data_dir, **RUN)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  _assert_same_params(_final_params(tmp_path), uninterrupted)
+  cli.assert_same_arrays(cli.final_params(tmp_path), uninterrupted)
 
 
 def test_fine_tuning_from_a_checkpoint_whose_head_fits_starts_from_a_zero_head(
@@ -123,7 +111,7 @@ def test_fine_tuning_from_a_checkpoint_whose_head_fits_starts_from_a_zero_head(
                         lr=1e-30, **dict(RUN, total_steps=3))
   assert result.returncode == 0, result.stderr[-3000:]
   assert "re-initialized head/kernel: fine-tuning starts from a new head" in result.stderr
-  final = _final_params(tmp_path / "run")
+  final = cli.final_params(tmp_path / "run")
   # The new head starts at zero; a learning rate of 1e-30 leaves every weight where it began.
   np.testing.assert_allclose(final["head"]["kernel"], np.zeros((2048, 90)), atol=1e-25)
   np.testing.assert_allclose(final["block3_unit01"]["conv2"]["kernel"],

@@ -14,7 +14,6 @@ import bit_reference
 import cli
 from big_transfer import export
 from big_transfer.models import interop
-from big_transfer.training import checkpoints
 
 TOTAL_STEPS = 8
 EVAL_EVERY = 4
@@ -40,10 +39,6 @@ def _args(workdir, data_dir, teacher):
 def _run(workdir, data_dir, teacher):
   return subprocess.run(_args(workdir, data_dir, teacher), cwd=cli.REPO, text=True,
                         capture_output=True, timeout=900, env=cli.env_with_devices(1))
-
-
-def _final_params(workdir):
-  return checkpoints.Checkpoints(workdir, every_steps=1, read_only=True).restore_params()
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +93,7 @@ def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path, synthetic_
   resumed = _run(tmp_path, synthetic_data_dir, teachers[0])
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resuming from the checkpoint at step" in resumed.stderr
-  want = _final_params(uninterrupted)
-  got = _final_params(tmp_path)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  cli.assert_same_arrays(cli.final_params(tmp_path), cli.final_params(uninterrupted))
 
 
 def test_resuming_with_another_teacher_fails_in_one_line(tmp_path, synthetic_data_dir, teachers,
@@ -116,11 +108,9 @@ def test_resuming_with_another_teacher_fails_in_one_line(tmp_path, synthetic_dat
 def test_the_export_of_a_distillation_run_is_the_student(uninterrupted, teachers, tmp_path):
   info = export.export(uninterrupted, tmp_path / "student.npz", "npz")
   exported = interop.load_bit_npz(tmp_path / "student.npz")
-  student = _final_params(uninterrupted)
+  student = cli.final_params(uninterrupted)
   assert jax.tree.structure(exported) == jax.tree.structure(student)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(exported)[0],
-                          jax.tree.leaves(student)):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  cli.assert_same_arrays(exported, student)
   # Teacher and student are both R14x1 with 90 classes here: only the weights tell them apart.
   teacher = interop.load_bit_npz(teachers[0])
   assert not np.array_equal(exported["head"]["kernel"], teacher["head"]["kernel"])

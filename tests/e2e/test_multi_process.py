@@ -7,8 +7,6 @@ import json
 import shutil
 import subprocess
 
-import jax
-import numpy as np
 import pytest
 
 import cli
@@ -38,10 +36,6 @@ def _finish(procs) -> list[str]:
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
   return logs
-
-
-def _final_params(workdir):
-  return checkpoints.Checkpoints(workdir, every_steps=1, read_only=True).restore_params()
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +94,7 @@ def test_a_killed_process_stops_the_other_in_one_line_and_a_rerun_resumes_exactl
     assert f"Resuming from the checkpoint at step {max(complete)}" in log
   assert not [p.name for p in (tmp_path / "checkpoints").iterdir() if "damaged" in p.name]
   # Each process reads its own share of the data, so the reference is the 2-process job.
-  resumed, expected = _final_params(tmp_path), _final_params(job[0])
-  flat = jax.tree_util.tree_flatten_with_path(resumed)[0]
-  assert len(flat) == len(jax.tree.leaves(expected))
-  for (path, x), y in zip(flat, jax.tree.leaves(expected)):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  cli.assert_same_arrays(cli.final_params(tmp_path), cli.final_params(job[0]))
 
 
 def test_a_peer_timeout_below_one_second_is_refused_in_one_line(tmp_path, synthetic_data_dir):
