@@ -23,6 +23,7 @@ at 16 px (the tests use it).
 from big_transfer import sweep
 from big_transfer.recipes import schema as config_lib
 from big_transfer.sweep import spec
+from big_transfer.training import distill
 
 # The small-data variants of configs/distill.py, in the paper's order.
 VARIANTS = ("fast", "medium", "long")
@@ -45,7 +46,7 @@ def get_sweep(arg: str = "") -> sweep.Sweep:
 
 def _label(teachers: str) -> str:
   """A teacher spec as it reads in member names: the files' names without directories."""
-  names = (part.strip().rstrip("/").rsplit("/", 1)[-1] for part in teachers.split(";"))
+  names = (path.rstrip("/").rsplit("/", 1)[-1] for path in distill.teacher_paths(teachers))
   return "+".join(spec.setting_label(name) for name in names if name)
 
 
