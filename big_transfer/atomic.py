@@ -7,8 +7,10 @@ written, a `SCHEME://` path that TensorFlow's file systems (which epath uses for
 every program calls it on each path it is given, where the path enters.
 """
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 
 from etils import epath
 
@@ -40,16 +42,24 @@ def temporary_path(path: epath.Path) -> epath.Path:
   return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
 
 
+@contextlib.contextmanager
+def staged(path) -> Iterator[epath.Path]:
+  """Yields a temporary file name beside `path` to write; renamed to `path` when the block ends
+  normally, removed when it fails, so `path` is only ever the old file or the whole new one."""
+  path = epath.Path(path)
+  staging = temporary_path(path)
+  try:
+    yield staging
+    staging.replace(path)
+  finally:
+    if staging.exists():
+      staging.unlink()
+
+
 def write_bytes(path, content: bytes) -> None:
   """Replaces `path` with `content` in one step; on failure the old file stays as it was."""
-  path = epath.Path(path)
-  staged = temporary_path(path)
-  try:
-    staged.write_bytes(content)
-    staged.replace(path)
-  finally:
-    if staged.exists():
-      staged.unlink()
+  with staged(path) as staging:
+    staging.write_bytes(content)
 
 
 def write_text(path, content: str) -> None:

@@ -119,14 +119,8 @@ def _unpacked_classes(archive: epath.Path, into: epath.Path) -> dict[str, tuple[
         # A copy gets its name only once complete (atomic); the size guards against the rest.
         if not (copy.exists() and copy.stat().length == member.size):
           into.mkdir(parents=True, exist_ok=True)
-          staged = atomic.temporary_path(copy)
-          try:
-            with staged.open("wb") as out:
-              shutil.copyfileobj(outer.extractfile(member), out, _COPY_CHUNK)
-            staged.replace(copy)
-          finally:
-            if staged.exists():
-              staged.unlink()
+          with atomic.staged(copy) as staging, staging.open("wb") as out:
+            shutil.copyfileobj(outer.extractfile(member), out, _COPY_CHUNK)
         classes[name] = (str(copy), 0, member.size)
         logging.log_every_n_seconds(logging.INFO, "Unpacking %s: %d class tars so far.", 60,
                                     archive, len(classes))

@@ -158,26 +158,20 @@ def unit_examples(work: str, unit: convert_sources.Unit,
   if _kept(work, unit):
     yield from _spooled(spool, unit.label)
     return
-  staged = atomic.temporary_path(spool)
   sha, count = hashlib.sha256(), 0
-  try:
-    with tf.io.TFRecordWriter(str(staged)) as writer:
-      examples = convert_unit(unit)
-      while True:
-        try:
-          key, example = next(examples)
-        except StopIteration as done:
-          report = done.value
-          break
-        serialized = _spool_record(key, example["image"])
-        writer.write(serialized)
-        _hash_record(sha, serialized)
-        count += 1
-        yield key, example
-    staged.replace(spool)
-  finally:
-    if staged.exists():
-      staged.unlink()
+  with atomic.staged(spool) as staging, tf.io.TFRecordWriter(str(staging)) as writer:
+    examples = convert_unit(unit)
+    while True:
+      try:
+        key, example = next(examples)
+      except StopIteration as done:
+        report = done.value
+        break
+      serialized = _spool_record(key, example["image"])
+      writer.write(serialized)
+      _hash_record(sha, serialized)
+      count += 1
+      yield key, example
   atomic.write_json(record, {**report, "examples": count, "sha256": sha.hexdigest()})
 
 
