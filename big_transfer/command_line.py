@@ -6,13 +6,17 @@ A program defines its flags, then calls `command_line.run(main)`. Its exit code 
 one `error: <message>` line on stderr for anything the user can fix: a `errors.UserError` raised
 by `main`, a bad or unknown flag, a missing or unparsable `--config` file, a recipe's own error
 (a bad `configs/NAME.py:ARGS`), an unknown `--config.KEY` or a value of the wrong type; and
-`INTERRUPTED` (130) with one line for a Ctrl-C that `main` did not handle itself (the line of the
-innermost `errors.on_interrupt` block it left: what was interrupted, that nothing written is
-lost, how to go on; `--verbosity=1` logs its traceback too). Any other exception keeps its
-traceback.
+`INTERRUPTED` (130) with one line for a Ctrl-C while the flags are read or that `main` did not
+handle itself (the line of the innermost `errors.on_interrupt` block it left: what was
+interrupted, that nothing written is lost, how to go on; `--verbosity=1` logs its traceback too).
+Any other exception keeps its traceback. A Ctrl-C during a program's imports, before `run`,
+ends in the same line (`interrupt_in_one_line_until_run`, which `big_transfer/__init__.py` calls
+when `python -m big_transfer.PROGRAM` starts).
 """
 
+import os
 import pathlib
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -36,9 +40,22 @@ _INTERRUPTED_LINE = ("Interrupted (Ctrl-C) before the program finished: a file i
                      "or not at all, so nothing already written is lost; rerun the same command.")
 
 
+def interrupt_in_one_line_until_run() -> None:
+  """Until `run` starts, a Ctrl-C prints the one line and ends the process with INTERRUPTED:
+  nothing is written before then, and a program's imports are no Python code of ours that a
+  KeyboardInterrupt could leave through a handler."""
+  def stop(signum, frame):
+    del signum, frame
+    print(_INTERRUPTED_LINE, file=sys.stderr, flush=True)
+    os._exit(INTERRUPTED)
+
+  signal.signal(signal.SIGINT, stop)
+
+
 def run(main: Callable[[list[str]], int | None]) -> NoReturn:
   """Runs `main(argv)` as the program: absl parses the flags (`_parse_flags`), positional
   arguments are refused, and the process exits with `exit_code(main, argv)`."""
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # From here on, a KeyboardInterrupt.
   app.run(lambda argv: sys.exit(exit_code(main, argv)), flags_parser=_parse_flags)
 
 
@@ -52,9 +69,13 @@ def exit_code(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
   except errors.UserError as e:
     return _fail(str(e))
   except KeyboardInterrupt as e:
-    logging.debug("Interrupted here:", exc_info=e)  # Shown with --verbosity=1.
-    print(errors.interrupt_line(e) or _INTERRUPTED_LINE, file=sys.stderr, flush=True)
-    return INTERRUPTED
+    return _interrupted(e)
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> int:
+  logging.debug("Interrupted here:", exc_info=interrupt)  # Shown with --verbosity=1.
+  print(errors.interrupt_line(interrupt) or _INTERRUPTED_LINE, file=sys.stderr, flush=True)
+  return INTERRUPTED
 
 
 def _fail(message: str) -> int:
@@ -101,6 +122,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
       if arg.startswith("--config="):
         check_python_file(arg.removeprefix("--config=").partition(":")[0], "--config")
     return flags.FLAGS(argv)
+  except KeyboardInterrupt as e:  # Loading a recipe imports JAX: seconds a Ctrl-C may fall in.
+    sys.exit(_interrupted(e))
   except errors.UserError as e:
     message = str(e)
   except flags.Error as e:

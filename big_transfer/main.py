@@ -11,8 +11,6 @@ import warnings
 from absl import flags, logging
 
 from big_transfer import command_line
-from big_transfer.launch import distributed
-from big_transfer.training import loop
 
 # Console lines that only matter to a library's developers or that repeat another line.
 _NOISE = (
@@ -44,6 +42,7 @@ def _quiet_console() -> None:
 def run(config, workdir: str) -> int:
   """Trains and evaluates; returns the exit code: 0, or `command_line.PREEMPTED` when SIGTERM
   stopped the run after a checkpoint. A UserError propagates (`command_line.run` prints it)."""
+  from big_transfer.training import loop  # noqa: PLC0415  (see `main`)
   summary = loop.train_and_evaluate(config, workdir)
   logging.info("Finished at step %d (%s).", summary["step"], summary["status"])
   if summary["status"] == "preempted":
@@ -68,6 +67,9 @@ def _define_flags() -> None:
 def main(argv) -> int:
   del argv  # Flags only.
   _quiet_console()
+  # Imported here, not at the top: a bad flag is reported without seconds of JAX, TensorFlow
+  # and orbax imports.
+  from big_transfer.launch import distributed  # noqa: PLC0415
   config = flags.FLAGS.config
   distributed.initialize(config.peer_timeout_s)
   with distributed.peers_watched():

@@ -13,6 +13,7 @@ import tensorflow as tf
 import bit_reference
 import cli
 from big_transfer import command_line, errors, main
+from big_transfer.training import loop
 
 
 def test_unknown_config_key_is_named(tmp_path, synthetic_data_dir):
@@ -88,13 +89,13 @@ def test_user_errors_are_one_line_and_exit_1(monkeypatch, capsys):
   def fail(config, workdir):
     raise errors.DataError("Data set 'x' is not prepared.")
 
-  monkeypatch.setattr(main.loop, "train_and_evaluate", fail)
+  monkeypatch.setattr(loop, "train_and_evaluate", fail)
   assert _run_main_in_process(["main"]) == 1
   assert capsys.readouterr().err == "error: Data set 'x' is not prepared.\n"
 
 
 def test_a_preempted_run_exits_143_and_positional_arguments_are_refused(monkeypatch, capsys):
-  monkeypatch.setattr(main.loop, "train_and_evaluate",
+  monkeypatch.setattr(loop, "train_and_evaluate",
                       lambda config, workdir: {"step": 3, "status": "preempted"})
   assert _run_main_in_process(["main"]) == command_line.PREEMPTED == 143
   assert _run_main_in_process(["main", "extra"]) == 1
@@ -108,13 +109,41 @@ def test_ctrl_c_is_the_line_of_the_innermost_block_it_left_and_exit_130(monkeypa
       with errors.on_interrupt("Interrupted (Ctrl-C) while inside."):
         raise KeyboardInterrupt
 
-  monkeypatch.setattr(main.loop, "train_and_evaluate", interrupted)
+  monkeypatch.setattr(loop, "train_and_evaluate", interrupted)
   assert _run_main_in_process(["main"]) == command_line.INTERRUPTED == 130
-  monkeypatch.setattr(main.loop, "train_and_evaluate", lambda config, workdir: os.kill(
+  monkeypatch.setattr(loop, "train_and_evaluate", lambda config, workdir: os.kill(
       os.getpid(), signal.SIGINT))  # Outside every block: the line true of every program.
   assert _run_main_in_process(["main"]) == 130
   assert capsys.readouterr().err.splitlines() == [
       "Interrupted (Ctrl-C) while inside.",
+      "Interrupted (Ctrl-C) before the program finished: a file is written whole or not at all, "
+      "so nothing already written is lost; rerun the same command."]
+
+
+def test_ctrl_c_while_the_recipe_loads_is_one_line_and_exit_130(tmp_path):
+  # The recipe interrupts itself as it is loaded, i.e. while the flags are read.
+  recipe = tmp_path / "interrupted.py"
+  recipe.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
+  result = subprocess.run([sys.executable, "-m", "big_transfer.main", f"--config={recipe}",
+                           f"--workdir={tmp_path / 'run'}"], cwd=cli.REPO, text=True,
+                          capture_output=True, timeout=120, env=cli.env_with_devices(1))
+  assert result.returncode == command_line.INTERRUPTED, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert result.stderr.splitlines()[-1].startswith("Interrupted (Ctrl-C) before the program "
+                                                   "finished"), result.stderr[-3000:]
+  assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_a_program_imports_its_modules_is_one_line_and_exit_130():
+  # As `python -m big_transfer.export` sees it while importing the package, before the program's
+  # own imports (seconds of JAX and TensorFlow), into which the Ctrl-C then falls.
+  starting = ("import os, signal, sys, time; sys.argv[0] = '-m'; "
+              "sys.orig_argv = [sys.executable, '-m', 'big_transfer.export']; "
+              "import big_transfer; os.kill(os.getpid(), signal.SIGINT); time.sleep(60)")
+  result = subprocess.run([sys.executable, "-c", starting], cwd=cli.REPO, text=True,
+                          capture_output=True, timeout=120, env=cli.env_with_devices(1))
+  assert result.returncode == command_line.INTERRUPTED, result.stderr[-3000:]
+  assert result.stderr.splitlines() == [
       "Interrupted (Ctrl-C) before the program finished: a file is written whole or not at all, "
       "so nothing already written is lost; rerun the same command."]
 
@@ -124,7 +153,7 @@ def test_any_other_exception_keeps_its_traceback(monkeypatch, internal):
   def fail(config, workdir):
     raise internal
 
-  monkeypatch.setattr(main.loop, "train_and_evaluate", fail)
+  monkeypatch.setattr(loop, "train_and_evaluate", fail)
   with pytest.raises(type(internal), match=str(internal)):
     _run_main_in_process(["main"])
 
