@@ -62,8 +62,9 @@ def convert(source: str, name: str, data_dir: str, *, split_percent: str = "",
     classes: label order: "sorted", "imagenet21k" (the published 21,843-way heads) or a file.
     shards: files per split; None lets TFDS choose (64 MiB to 1 GiB each).
     workers: threads that read and check images (per Beam worker, on Beam).
-    file_format: "tfrecord" (what training reads) or "array_record" (random access only:
-      TFDS's `as_data_source`, e.g. for grain; the tf.data pipeline refuses it).
+    file_format: "tfrecord" (read sequentially, file by file) or "array_record" (read by random
+      access: training reads each host's share in a new permutation per epoch; grain and
+      TFDS's `as_data_source` read it too).
     beam_runner: a Beam runner name (e.g. "DirectRunner", "DataflowRunner"); None: no Beam.
     beam_options: Beam pipeline flags, as on a command line.
   """
@@ -138,8 +139,8 @@ def _define_flags() -> None:
                       "classes), imagenet21k (the published 21,843-way heads) or a file.")
   flags.DEFINE_integer("shards", None, "Files per split; default: TFDS's choice.")
   flags.DEFINE_integer("workers", 8, "Threads that read and check images (per Beam worker).")
-  flags.DEFINE_enum("format", "tfrecord", FORMATS, "Record file format; training reads tfrecord "
-                    "(array_record is for random-access readers such as grain).")
+  flags.DEFINE_enum("format", "tfrecord", FORMATS, "Record file format; training reads both "
+                    "(array_record by random access, also for grain).")
   flags.DEFINE_string("beam_runner", None, "Apache Beam runner: DirectRunner, DataflowRunner, "
                       "FlinkRunner, SparkRunner, ...; default: no Beam.")
   flags.DEFINE_string("beam_options", "", "Beam pipeline flags, e.g. \"--project=P "

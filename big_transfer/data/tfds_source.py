@@ -3,7 +3,8 @@
 The pipeline never downloads: a data set must already be prepared in data_dir, except the
 built-in `bit_synthetic`, which is generated there on first use. For training, hosts read
 disjoint, even sub-splits (`tfds.even_splits`) of the configured split, each epoch with its files
-in a new order (`streams`); a few-shot draw is held in memory, whole, by every host.
+in a new order (`streams`), or, for array_record files, its examples in a new permutation
+(`random_access`); a few-shot draw is held in memory, whole, by every host.
 A `vtab/NAME` data set is a VTAB-1k task (vtab.py): its TFDS data set, labelled and split as the
 benchmark does.
 """
@@ -17,7 +18,8 @@ from absl import logging
 
 from big_transfer import errors
 from big_transfer.data import config as config_lib
-from big_transfer.data import dataset_table, preprocess, sampling, streams, synthetic, vtab
+from big_transfer.data import (dataset_table, preprocess, random_access, sampling, streams,
+                               synthetic, vtab)
 
 IMAGE, LABEL, LABELS = "image", "label", "labels"
 # Images whose headers are read to measure a typical size when neither the features nor the
@@ -69,14 +71,6 @@ def open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder
     logging.info("Generating the built-in data set %s in %s, once.", dataset, builder.data_path)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  file_format = builder.info.file_format  # None in metadata older than the field: tfrecord.
-  if file_format and not tfds.core.file_adapters.ADAPTER_FOR_FORMAT[file_format].SUPPORTS_TF_DATA:
-    # TFDS reads such files only by random access (`as_data_source`, e.g. for grain), and this
-    # pipeline is tf.data; without this check TFDS fails deep inside the first read.
-    raise errors.DataError(f"Data set {dataset!r} in {builder.data_path} is stored as "
-                           f"{file_format.value} files, which TFDS cannot read into tf.data, the "
-                           "input pipeline's reader; convert it again with --format=tfrecord "
-                           "(python -m big_transfer.data.convert).")
   return builder
 
 
@@ -184,11 +178,14 @@ class TfdsSource:
     """{feature: value} of `split` for the image (still encoded) and the labels, or for
     `features` only (a `tfds.decode.PartialDecoding` spec); other features are not even parsed.
     Files are read in file order, or in an order drawn with the int64 scalar tensor
-    `file_seed`."""
+    `file_seed`; files read by random access (array_record) give their examples in key order,
+    or in a permutation drawn with `file_seed`."""
     features = features or {IMAGE: True, **self._label_features()}
     image = self._task.image_decoder() if self._task else tfds.decode.SkipDecoding()
     decoders = tfds.decode.PartialDecoding(features,
                                            decoders={IMAGE: image} if IMAGE in features else None)
+    if random_access.reads_by_random_access(self._builder):  # array_record files.
+      return random_access.read(self._builder, split, decoders, order_seed=file_seed)
     # A tensor seed, drawn per epoch by `streams`, keeps the file order a function of the epoch;
     # TFDS's own reshuffling per iteration would depend on how many epochs this process has run.
     read_config = tfds.ReadConfig(try_autocache=False, shuffle_seed=file_seed,

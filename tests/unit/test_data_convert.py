@@ -3,6 +3,7 @@ files twice over, repaired and dropped images counted, the published ImageNet-21
 DirectRunner, resuming an interrupted conversion to the same files, compressed archives, and each
 host reading only its share of the converted files."""
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from array_record.python import array_record_data_source
 from PIL import Image
 
 from big_transfer import data, errors
@@ -388,37 +390,74 @@ def test_bad_arguments_name_the_value_and_the_fix(image_folder, tmp_path, kwargs
     convert.convert(args.pop("source"), args.pop("name"), args.pop("data_dir"), **args)
 
 
-def test_the_array_record_format_is_written_and_read_by_tfds_but_not_trained_on(
-    image_folder, converted, tmp_path):
-  convert.convert(f"folder:{image_folder}", "my_images", str(tmp_path),
-                  split_percent="train=75,test=25", shards=2, file_format="array_record")
-  builder = tfds.builder("my_images", data_dir=str(tmp_path))
-  assert any("array_record" in p.name for p in builder.data_path.iterdir())
-  assert len(builder.as_data_source(split="train")) == converted[1]["examples"]["train"]
-  # The input pipeline is tf.data, which TFDS does not feed from array_record files.
-  with pytest.raises(errors.DataError, match="stored as array_record files, which TFDS cannot "
-                                             "read into tf.data.*--format=tfrecord"):
-    data.dataset_info(data.InputConfig(dataset="my_images", data_dir=str(tmp_path), crop=16))
+def _image_digest(record: bytes) -> str:
+  image = tf.io.parse_single_example(record, {"image": tf.io.FixedLenFeature([], tf.string)})
+  return hashlib.sha256(image["image"].numpy()).hexdigest()
 
 
-def _shard_of_each_example(data_dir, name, split):
+def _shard_of_each_example(data_dir, name, split, file_format="tfrecord"):
   """{digest of the encoded image: index of the record file holding it}, read file by file."""
   builder = tfds.builder(name, data_dir=str(data_dir))
+  paths = sorted(str(p) for p in builder.data_path.iterdir() if f"-{split}.{file_format}" in p.name)
   where = {}
-  for index, path in enumerate(sorted(str(p) for p in builder.data_path.iterdir()
-                                      if f"-{split}.tfrecord" in p.name)):
-    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-      image = tf.io.parse_single_example(record, {"image": tf.io.FixedLenFeature([], tf.string)})
-      where[hashlib.sha256(image["image"].numpy()).hexdigest()] = index
+  for index, path in enumerate(paths):
+    if file_format == "tfrecord":
+      records = tf.data.TFRecordDataset(path).as_numpy_iterator()
+    else:
+      records = array_record_data_source.ArrayRecordDataSource(path)
+    for record in records:
+      where[_image_digest(record)] = index
   return where
 
 
-def test_four_hosts_read_disjoint_covering_shares_from_their_own_files(converted):
-  data_dir, report = converted
+@pytest.fixture(scope="module")
+def converted_array_record(image_folder, tmp_path_factory):
+  """The folder of `converted`, converted the same way into array_record files."""
+  data_dir = tmp_path_factory.mktemp("tfds_array_record")
+  report = convert.convert(f"folder:{image_folder}", "my_images", str(data_dir),
+                           split_percent="train=75,test=25", shards=4, file_format="array_record")
+  return data_dir, report
+
+
+def test_array_record_files_hold_the_tfrecord_examples_in_the_same_order(converted,
+                                                                         converted_array_record):
+  builder = tfds.builder("my_images", data_dir=str(converted_array_record[0]))
+  assert builder.info.file_format.value == "array_record"
+  assert sum("array_record" in p.name for p in builder.data_path.iterdir()) == 8
+  for split in ("train", "test"):
+    cfg = data.InputConfig(dataset="my_images", train_split=split, crop=16)
+    shares = [tfds_source.TfdsSource(dataclasses.replace(cfg, data_dir=str(data_dir)))
+              .train_examples(0, 1).read(None) for data_dir, _ in (converted,
+                                                                    converted_array_record)]
+    tfrecord, array_record = ([(ex["image"], tuple(ex["label"])) for ex in share.as_numpy_iterator()]
+                              for share in shares)
+    assert len(tfrecord) == converted[1]["examples"][split]
+    assert array_record == tfrecord
+
+
+def test_array_record_shares_come_in_a_new_permutation_per_seed(converted_array_record):
+  cfg = data.InputConfig(dataset="my_images", data_dir=str(converted_array_record[0]), crop=16)
+  share = tfds_source.TfdsSource(cfg).train_examples(1, 2)
+
+  def digests(seed):
+    return [hashlib.sha256(ex["image"]).hexdigest() for ex in share.read(
+        None if seed is None else tf.constant(seed, tf.int64)).as_numpy_iterator()]
+
+  in_key_order, first, again, second = digests(None), digests(7), digests(7), digests(8)
+  assert len(in_key_order) == share.num_examples
+  assert first == again
+  assert first != in_key_order and second != first
+  assert sorted(first) == sorted(second) == sorted(in_key_order)
+
+
+@pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
+def test_four_hosts_read_disjoint_covering_shares_from_their_own_files(request, file_format):
+  data_dir, report = request.getfixturevalue(
+      "converted" if file_format == "tfrecord" else "converted_array_record")
   cfg = data.InputConfig(dataset="my_images", data_dir=str(data_dir), train_split="train",
                          crop=16)
   source = tfds_source.TfdsSource(cfg)
-  shard = _shard_of_each_example(data_dir, "my_images", "train")
+  shard = _shard_of_each_example(data_dir, "my_images", "train", file_format)
   num_files, shares = len(set(shard.values())), []
   for host in range(4):
     share = source.train_examples(host, 4)
@@ -433,8 +472,11 @@ def test_four_hosts_read_disjoint_covering_shares_from_their_own_files(converted
   assert set(everything) == set(shard)
 
 
-def test_training_batches_on_the_converted_set_resume_exactly_on_each_of_four_hosts(converted):
-  data_dir, _ = converted
+@pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
+def test_training_batches_on_the_converted_set_resume_exactly_on_each_of_four_hosts(request,
+                                                                                    file_format):
+  data_dir, _ = request.getfixturevalue(
+      "converted" if file_format == "tfrecord" else "converted_array_record")
   cfg = data.InputConfig(dataset="my_images", data_dir=str(data_dir), crop=16, shuffle_buffer=8)
   for host in (0, 3):
     run = data.train_batches(cfg, 8, seed=5, process_index=host, process_count=4)
