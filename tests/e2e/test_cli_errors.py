@@ -111,8 +111,11 @@ def test_ctrl_c_is_the_line_of_the_innermost_block_it_left_and_exit_130(monkeypa
 
   monkeypatch.setattr(loop, "train_and_evaluate", interrupted)
   assert _run_main_in_process(["main"]) == command_line.INTERRUPTED == 130
-  monkeypatch.setattr(loop, "train_and_evaluate", lambda config, workdir: os.kill(
-      os.getpid(), signal.SIGINT))  # Outside every block: the line true of every program.
+  # Outside every block: the line true of every program. raise_signal delivers it to this
+  # thread, so the KeyboardInterrupt is raised before the call returns (os.kill may be taken by
+  # another thread and handled only after it).
+  monkeypatch.setattr(loop, "train_and_evaluate",
+                      lambda config, workdir: signal.raise_signal(signal.SIGINT))
   assert _run_main_in_process(["main"]) == 130
   assert capsys.readouterr().err.splitlines() == [
       "Interrupted (Ctrl-C) while inside.",
@@ -123,7 +126,7 @@ def test_ctrl_c_is_the_line_of_the_innermost_block_it_left_and_exit_130(monkeypa
 def test_ctrl_c_while_the_recipe_loads_is_one_line_and_exit_130(tmp_path):
   # The recipe interrupts itself as it is loaded, i.e. while the flags are read.
   recipe = tmp_path / "interrupted.py"
-  recipe.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
+  recipe.write_text("import signal\nsignal.raise_signal(signal.SIGINT)\n")
   result = subprocess.run([sys.executable, "-m", "big_transfer.main", f"--config={recipe}",
                            f"--workdir={tmp_path / 'run'}"], cwd=cli.REPO, text=True,
                           capture_output=True, timeout=120, env=cli.env_with_devices(1))
