@@ -1,7 +1,6 @@
 """What the user can fix ends in one `error:` line before training; everything else keeps its
 traceback."""
 
-import os
 import signal
 import subprocess
 import sys
