@@ -12,6 +12,11 @@ tolerates other load on a shared machine. Throughput is given per core twice: wa
 images/s divided by the cores, and images per CPU-second of this process. Goal: ours >= 0.9 x
 reference.
 
+A second table reads the same images, in the upstream recipe, from the folder and from their TFDS
+conversions (`big_transfer.data.convert`) in tfrecord and in array_record files (read by random
+access, `big_transfer/data/random_access.py`), each as a ratio to the tfrecord set, timed in
+alternating rounds the same way.
+
     python -m benchmarks.input_pipeline [--images 300] [--batch 64] [--batches 10] [--rounds 7]
 """
 
@@ -24,7 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from big_transfer import data
-from big_transfer.data import preprocess
+from big_transfer.data import convert, preprocess
+
+# The stored forms of the same images that the second table compares (the first is the base).
+SOURCES = ("tfrecord", "array_record", "folder")
 
 
 def write_jpegs(folder: str, count: int, classes: int = 4) -> None:
@@ -107,6 +115,42 @@ def main():
       median = np.median(np.array(rounds), axis=0)
       print(f"{name:20s} {median[0]:20.1f} {median[1]:10.1f} {median[2]:6.2f}   "
             f"{median[3]:19.1f} {median[4]:10.1f} {median[5]:6.2f}")
+    compare_sources(folder, args, cores)
+
+
+def compare_sources(folder: str, args, cores: int) -> None:
+  """The upstream recipe on the folder and on its tfrecord and array_record conversions, each
+  against the tfrecord set in alternating rounds."""
+  with tempfile.TemporaryDirectory() as data_dir:
+    configs = {}
+    for source in SOURCES:
+      if source == "folder":
+        configs[source] = data.InputConfig(dataset=f"folder:{folder}", recipe="upstream",
+                                           precrop=256, crop=224)
+        continue
+      convert.convert(f"folder:{folder}", f"bench_{source}", os.path.join(data_dir, source),
+                      shards=4, file_format=source)
+      configs[source] = data.InputConfig(dataset=f"bench_{source}",
+                                         data_dir=os.path.join(data_dir, source),
+                                         recipe="upstream", precrop=256, crop=224)
+    for cfg in configs.values():
+      data.dataset_info(cfg)  # Opens each source once, outside the timing.
+    rounds = {source: [] for source in SOURCES}
+    for _ in range(args.rounds):
+      measured = {source: throughput(data.train_batches(cfg, args.batch, seed=0, process_index=0,
+                                                        process_count=1),
+                                     args.batch, args.batches)
+                  for source, cfg in configs.items()}
+      for source, (wall, cpu) in measured.items():
+        base_wall, base_cpu = measured[SOURCES[0]]
+        rounds[source].append((wall / cores, wall / base_wall, cpu, cpu / base_cpu))
+    print(f"\nThe same images, upstream 224, as a ratio to the {SOURCES[0]} set:")
+    print(f"{'source':20s} {'images/s/core':>14s} {'ratio':>6s}   {'images/CPU-s':>13s} "
+          f"{'ratio':>6s}")
+    for source in SOURCES:
+      median = np.median(np.array(rounds[source]), axis=0)
+      print(f"{source:20s} {median[0]:14.1f} {median[1]:6.2f}   {median[2]:13.1f} "
+            f"{median[3]:6.2f}")
 
 
 if __name__ == "__main__":
