@@ -31,7 +31,8 @@ import tensorflow as tf
 from big_transfer import data
 from big_transfer.data import convert, preprocess
 
-# The stored forms of the same images that the second table compares (the first is the base).
+# The stored forms of the same images that the second table compares: the two conversion
+# formats (the first is the base), then the folder itself.
 SOURCES = ("tfrecord", "array_record", "folder")
 
 
@@ -122,17 +123,14 @@ def compare_sources(folder: str, args, cores: int) -> None:
   """The upstream recipe on the folder and on its tfrecord and array_record conversions, each
   against the tfrecord set in alternating rounds."""
   with tempfile.TemporaryDirectory() as data_dir:
-    configs = {}
-    for source in SOURCES:
-      if source == "folder":
-        configs[source] = data.InputConfig(dataset=f"folder:{folder}", recipe="upstream",
-                                           precrop=256, crop=224)
-        continue
-      convert.convert(f"folder:{folder}", f"bench_{source}", os.path.join(data_dir, source),
-                      shards=4, file_format=source)
-      configs[source] = data.InputConfig(dataset=f"bench_{source}",
-                                         data_dir=os.path.join(data_dir, source),
-                                         recipe="upstream", precrop=256, crop=224)
+    datasets = {"folder": (f"folder:{folder}", None)}
+    for file_format in SOURCES[:2]:
+      convert.convert(f"folder:{folder}", f"bench_{file_format}",
+                      os.path.join(data_dir, file_format), shards=4, file_format=file_format)
+      datasets[file_format] = (f"bench_{file_format}", os.path.join(data_dir, file_format))
+    configs = {source: data.InputConfig(dataset=datasets[source][0],
+                                        data_dir=datasets[source][1], recipe="upstream",
+                                        precrop=256, crop=224) for source in SOURCES}
     for cfg in configs.values():
       data.dataset_info(cfg)  # Opens each source once, outside the timing.
     rounds = {source: [] for source in SOURCES}
@@ -141,8 +139,8 @@ def compare_sources(folder: str, args, cores: int) -> None:
                                                         process_count=1),
                                      args.batch, args.batches)
                   for source, cfg in configs.items()}
+      base_wall, base_cpu = measured[SOURCES[0]]
       for source, (wall, cpu) in measured.items():
-        base_wall, base_cpu = measured[SOURCES[0]]
         rounds[source].append((wall / cores, wall / base_wall, cpu, cpu / base_cpu))
     print(f"\nThe same images, upstream 224, as a ratio to the {SOURCES[0]} set:")
     print(f"{'source':20s} {'images/s/core':>14s} {'ratio':>6s}   {'images/CPU-s':>13s} "

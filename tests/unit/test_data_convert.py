@@ -450,10 +450,15 @@ def test_array_record_shares_come_in_a_new_permutation_per_seed(converted_array_
   assert sorted(first) == sorted(second) == sorted(in_key_order)
 
 
+def _converted_as(request, file_format: str):
+  """(data_dir, report) of the module's conversion in `file_format`."""
+  return request.getfixturevalue({"tfrecord": "converted",
+                                  "array_record": "converted_array_record"}[file_format])
+
+
 @pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
 def test_four_hosts_read_disjoint_covering_shares_from_their_own_files(request, file_format):
-  data_dir, report = request.getfixturevalue(
-      "converted" if file_format == "tfrecord" else "converted_array_record")
+  data_dir, report = _converted_as(request, file_format)
   cfg = data.InputConfig(dataset="my_images", data_dir=str(data_dir), train_split="train",
                          crop=16)
   source = tfds_source.TfdsSource(cfg)
@@ -475,8 +480,7 @@ def test_four_hosts_read_disjoint_covering_shares_from_their_own_files(request, 
 @pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
 def test_training_batches_on_the_converted_set_resume_exactly_on_each_of_four_hosts(request,
                                                                                     file_format):
-  data_dir, _ = request.getfixturevalue(
-      "converted" if file_format == "tfrecord" else "converted_array_record")
+  data_dir, _ = _converted_as(request, file_format)
   cfg = data.InputConfig(dataset="my_images", data_dir=str(data_dir), crop=16, shuffle_buffer=8)
   for host in (0, 3):
     run = data.train_batches(cfg, 8, seed=5, process_index=host, process_count=4)
